@@ -1,0 +1,1 @@
+"""The modeldeploy operator: reconciles ModelDeployment objects into Deployments, Services and HPAs."""
