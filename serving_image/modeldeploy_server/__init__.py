@@ -1,1 +1,7 @@
-"""The modeldeploy model server: pulls one scikit-learn model and serves KServe V1 and Open Inference Protocol V2."""
+"""The modeldeploy model server.
+
+It pulls one scikit-learn model at start and serves it over KServe V1 and the Open Inference
+Protocol (V2) from a single generic image.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,121 @@
+"""Process entry point: ``modeldeploy-server`` and ``python -m modeldeploy_server``.
+
+Wires settings, logging, the DataPlane, the app and uvicorn together, and turns a failed start
+into a non-zero exit status (after bootstrap has written the termination log).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from modeldeploy_server.config import Settings, load_settings
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    # fsspec/botocore chatter at INFO would bury our own progress lines.
+    for noisy in ("botocore", "aiobotocore", "s3fs", "fsspec", "urllib3", "google"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def run(settings: Settings) -> int:
+    import uvicorn
+
+    from modeldeploy_server.app import create_app
+    from modeldeploy_server.bootstrap import bring_up, write_termination_log
+    from modeldeploy_server.dataplane import DataPlane, ServingInfo
+    from modeldeploy_server.metrics import Metrics
+    from modeldeploy_server.storage import redact_uri
+
+    log = logging.getLogger("modeldeploy_server")
+    dataplane = DataPlane(
+        ServingInfo(
+            name=settings.model_name,
+            version=settings.version,
+            track=settings.track,
+            storage_uri=redact_uri(settings.storage_uri),
+            sha256=settings.model_sha256,
+            predict_proba_v1=settings.predict_proba,
+        ),
+        Metrics(),
+        max_batch_rows=settings.max_batch_size,
+        max_wait_s=settings.max_batch_wait_ms / 1000,
+    )
+    exit_code = 0
+    server: uvicorn.Server | None = None
+
+    def on_fatal(_: str) -> None:
+        nonlocal exit_code
+        exit_code = 1
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(
+        dataplane,
+        max_body_bytes=settings.max_body_bytes,
+        on_startup=lambda: bring_up(settings, dataplane, on_fatal, env=dict(os.environ)),
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="auto",  # uvloop when installed (it is, via uvicorn[standard])
+        http="auto",  # httptools likewise
+        access_log=settings.access_log,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=20,
+    )
+    server = uvicorn.Server(config)
+    log.info(
+        "modeldeploy-server starting on %s:%d for model %s (track %s)",
+        settings.host,
+        settings.port,
+        settings.model_name,
+        settings.track,
+    )
+    try:
+        server.run()
+    except SystemExit as exc:  # uvicorn exits this way when it cannot bind the port
+        message = f"could not listen on {settings.host}:{settings.port}; is the port in use?"
+        write_termination_log(settings.termination_log, message)
+        log.error(message)
+        return int(exc.code) if isinstance(exc.code, int) and exc.code else 1
+    if exit_code == 0 and not server.started:
+        return 1
+    return exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = load_settings(argv)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        message = f"invalid server configuration: {problems}"
+        print(message, file=sys.stderr)
+        from pathlib import Path
+
+        from modeldeploy_server.bootstrap import write_termination_log
+
+        write_termination_log(
+            Path(os.environ.get("TERMINATION_LOG", "/dev/termination-log")), message
+        )
+        return 2
+    _configure_logging(settings.log_level)
+    return run(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""The HTTP transport: FastAPI routers that turn requests into DataPlane calls and back.
+
+Routes read raw body bytes and return pre-encoded JSON, so FastAPI does routing and OpenAPI docs
+but never validates bodies on the hot path. Cross-cutting concerns live in one pure-ASGI
+middleware (cheaper than BaseHTTPMiddleware): the X-Modeldeploy-Track header on every response,
+the body-size limit, and request metrics labelled by route template.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from modeldeploy_server import __version__, schemas
+from modeldeploy_server.codec import encode_json
+from modeldeploy_server.dataplane import DataPlane
+from modeldeploy_server.errors import PayloadTooLargeError, ServerError, UnsupportedEndpointError
+from modeldeploy_server.metrics import CONTENT_TYPE
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+TRACK_HEADER = b"x-modeldeploy-track"
+VERSION_HEADER = b"x-modeldeploy-model-version"
+
+
+def json_response(obj: Any, status: int = 200) -> Response:
+    return Response(encode_json(obj), status_code=status, media_type=JSON)
+
+
+def _error_body(message: str) -> bytes:
+    return encode_json({"error": message})
+
+
+def _protocol(path: str) -> str:
+    if path.startswith("/v1/"):
+        return "v1"
+    if path.startswith("/v2"):
+        return "v2"
+    return "http"
+
+
+class ServingMiddleware:
+    """Adds the track header, enforces the body limit and records request metrics."""
+
+    def __init__(self, app: ASGIApp, *, dataplane: DataPlane, max_body_bytes: int) -> None:
+        self.app = app
+        self.dp = dataplane
+        self.max_body = max_body_bytes
+        self.extra_headers = [
+            (TRACK_HEADER, dataplane.info.track.encode("latin-1")),
+            (VERSION_HEADER, dataplane.info.version.encode("latin-1")),
+        ]
+
+    async def _reject_413(self, send: Send, length: int) -> int:
+        body = _error_body(
+            f"request body is {length} bytes, over the {self.max_body}-byte limit "
+            "(MAX_BODY_BYTES); send fewer rows per request"
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", JSON.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                    *self.extra_headers,
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        self.dp.metrics.errors.labels(PayloadTooLargeError.reason).inc()
+        return 413
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        extra = self.extra_headers
+        limit = self.max_body
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            # Catches chunked bodies that carry no Content-Length.
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise PayloadTooLargeError(
+                        f"request body is over the {limit}-byte limit (MAX_BODY_BYTES); "
+                        "send fewer rows per request"
+                    )
+            return message
+
+        try:
+            for key, value in scope["headers"]:
+                if key == b"content-length":
+                    length = int(value) if value.isdigit() else 0
+                    if length > limit:
+                        status = await self._reject_413(send, length)
+                        return
+                    break
+            await self.app(scope, limited_receive, send_with_headers)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            protocol = _protocol(scope["path"])
+            m = self.dp.metrics
+            m.requests.labels(endpoint, protocol, str(status)).inc()
+            m.latency.labels(endpoint, protocol).observe(time.perf_counter() - started)
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {c: {"model": schemas.ErrorBody} for c in codes}
+
+
+def _build_routers(dp: DataPlane) -> list[APIRouter]:
+    health = APIRouter(tags=["health"])
+    v1 = APIRouter(tags=["KServe V1"])
+    v2 = APIRouter(tags=["Open Inference Protocol V2"])
+
+    @health.get("/", include_in_schema=False)
+    async def root() -> Response:
+        return json_response({"status": "alive"})
+
+    @health.get("/healthz", summary="Liveness: 200 as soon as the process listens")
+    async def healthz() -> Response:
+        return json_response({"status": "alive", "phase": dp.phase})
+
+    @health.get(
+        "/ready", summary="Readiness: 503 until the model is in memory", responses=_responses(503)
+    )
+    async def ready() -> Response:
+        if dp.ready:
+            return json_response({"ready": True})
+        return json_response({"error": dp.not_ready_message()}, 503)
+
+    @health.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(dp.metrics.exposition(), media_type=CONTENT_TYPE)
+
+    # ---- KServe V1 -------------------------------------------------------------------------
+
+    @v1.get("/v1/models", response_model=schemas.V1ModelsResponse)
+    async def v1_models() -> Response:
+        return json_response(dp.v1_models())
+
+    @v1.get(
+        "/v1/models/{name}",
+        response_model=schemas.V1ModelResponse,
+        responses=_responses(404, 503),
+    )
+    async def v1_model(name: str) -> Response:
+        return json_response(dp.v1_model(name))
+
+    @v1.post(
+        "/v1/models/{name}:predict",
+        response_model=schemas.V1PredictResponse,
+        responses=_responses(400, 404, 413, 503),
+        openapi_extra=schemas.request_body(schemas.V1PredictRequest),
+    )
+    async def v1_predict(name: str, request: Request) -> Response:
+        return json_response(await dp.v1_predict(name, await request.body()))
+
+    @v1.post("/v1/models/{name}:explain", responses=_responses(501), include_in_schema=False)
+    async def v1_explain(name: str) -> Response:
+        raise UnsupportedEndpointError("this server has no explainer; use :predict")
+
+    # ---- Open Inference Protocol V2 --------------------------------------------------------
+
+    @v2.get("/v2/health/live", response_model=schemas.V2Live)
+    async def v2_live() -> Response:
+        return json_response({"live": True})
+
+    @v2.get("/v2/health/ready", response_model=schemas.V2Ready, responses=_responses(503))
+    async def v2_ready() -> Response:
+        if dp.ready:
+            return json_response({"ready": True})
+        return json_response({"error": dp.not_ready_message()}, 503)
+
+    @v2.get("/v2", response_model=schemas.V2ServerMetadata)
+    async def v2_server() -> Response:
+        return json_response(dp.v2_server_metadata())
+
+    @v2.get("/v2/models", response_model=schemas.V1ModelsResponse, include_in_schema=False)
+    async def v2_models() -> Response:
+        return json_response(dp.v1_models())
+
+    @v2.get(
+        "/v2/models/{name}",
+        response_model=schemas.V2ModelMetadata,
+        responses=_responses(404, 503),
+    )
+    @v2.get(
+        "/v2/models/{name}/versions/{version}",
+        response_model=schemas.V2ModelMetadata,
+        responses=_responses(404, 503),
+    )
+    async def v2_model(name: str, version: str | None = None) -> Response:
+        return json_response(dp.v2_model_metadata(name, version))
+
+    @v2.get(
+        "/v2/models/{name}/ready",
+        response_model=schemas.V2ModelReady,
+        responses=_responses(404, 503),
+    )
+    @v2.get(
+        "/v2/models/{name}/versions/{version}/ready",
+        response_model=schemas.V2ModelReady,
+        responses=_responses(404, 503),
+    )
+    async def v2_model_ready(name: str, version: str | None = None) -> Response:
+        return json_response(dp.v2_model_ready(name, version))
+
+    infer_doc: dict[str, Any] = {
+        "response_model": schemas.V2InferResponse,
+        "responses": _responses(400, 404, 413, 503),
+        "openapi_extra": schemas.request_body(schemas.V2InferRequest),
+    }
+
+    @v2.post("/v2/models/{name}/infer", **infer_doc)
+    @v2.post("/v2/models/{name}/versions/{version}/infer", **infer_doc)
+    async def v2_infer(name: str, request: Request, version: str | None = None) -> Response:
+        return json_response(await dp.v2_infer(name, version, await request.body()))
+
+    return [health, v1, v2]
+
+
+def _install_error_handlers(app: FastAPI, dp: DataPlane) -> None:
+    errors = dp.metrics.errors
+
+    async def server_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ServerError)
+        errors.labels(exc.reason).inc()
+        return Response(_error_body(exc.message), status_code=exc.status, media_type=JSON)
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        errors.labels("not_found" if exc.status_code == 404 else f"http_{exc.status_code}").inc()
+        return Response(
+            _error_body(str(exc.detail)),
+            status_code=exc.status_code,
+            media_type=JSON,
+            headers=exc.headers,
+        )
+
+    async def validation_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors.labels("invalid_request").inc()
+        parts = [
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
+            for e in exc.errors()
+        ]
+        return Response(_error_body("; ".join(parts)), status_code=422, media_type=JSON)
+
+    async def unexpected(_: Request, exc: Exception) -> Response:
+        errors.labels("internal").inc()
+        log.error("unhandled error", exc_info=exc)
+        return Response(
+            _error_body(f"internal error: {type(exc).__name__}"), status_code=500, media_type=JSON
+        )
+
+    app.add_exception_handler(ServerError, server_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, unexpected)
+
+
+def create_app(
+    dataplane: DataPlane,
+    *,
+    max_body_bytes: int = 10 * 1024 * 1024,
+    on_startup: Callable[[], Coroutine[Any, Any, None]] | None = None,
+) -> FastAPI:
+    """Build the app. ``on_startup`` runs as a background task so the port opens at once."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        import asyncio
+
+        task = asyncio.get_running_loop().create_task(on_startup()) if on_startup else None
+        try:
+            yield
+        finally:
+            if task is not None and not task.done():
+                task.cancel()
+            await dataplane.stop()
+
+    app = FastAPI(
+        title="modeldeploy model server",
+        version=__version__,
+        description=(
+            f"Serves the scikit-learn model **{dataplane.info.name}** over KServe V1 and the "
+            "Open Inference Protocol (V2). Every response carries `X-Modeldeploy-Track`."
+        ),
+        lifespan=lifespan,
+    )
+    for router in _build_routers(dataplane):
+        app.include_router(router)
+    _install_error_handlers(app, dataplane)
+    app.add_middleware(ServingMiddleware, dataplane=dataplane, max_body_bytes=max_body_bytes)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            spec.setdefault("components", {}).setdefault("schemas", {}).update(
+                schemas.component_schemas()
+            )
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

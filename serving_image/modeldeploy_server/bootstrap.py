@@ -1,0 +1,151 @@
+"""Bring the model up behind a listening server: fetch, verify, load, warm up, go ready.
+
+It runs as a background task started by the app's lifespan, with the blocking work in a daemon
+thread, so ``/healthz`` answers during a long download (startupProbe) and SIGTERM is never held up
+by it. On failure it writes one sentence to the termination log and asks the process to exit
+non-zero, which is how Kubernetes learns *why* the pod can't serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from modeldeploy_server.config import Settings
+from modeldeploy_server.dataplane import DataPlane
+from modeldeploy_server.errors import StartupError
+from modeldeploy_server.model import LoadedModel, load_model
+from modeldeploy_server.storage import Artifact, fetch
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_TERMINATION_MESSAGE_LIMIT = 4096  # Kubernetes keeps at most 4096 bytes per container
+
+
+def write_termination_log(path: Path, message: str) -> None:
+    """Best effort: outside Kubernetes the file may not exist or be writable."""
+    data = message.strip().encode("utf-8")[:_TERMINATION_MESSAGE_LIMIT]
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        log.warning("could not write termination log %s: %s", path, exc)
+
+
+async def _in_daemon_thread(fn: Callable[[], T]) -> T:
+    # Not run_in_executor: executor threads are joined at exit, and a hung download must not
+    # keep a terminating pod alive.
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if fut.done():  # the awaiting task was cancelled (shutdown)
+            return
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(result)  # type: ignore[arg-type]
+
+    def runner() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=runner, name="model-bootstrap", daemon=True).start()
+    return await fut
+
+
+def _warm_up(model: LoadedModel) -> None:
+    """One throwaway predict so the first real request doesn't pay for lazy initialisation."""
+    if model.n_features is None:
+        return
+    try:
+        model.estimator.predict(np.zeros((1, model.n_features)))
+    except Exception as exc:  # a model that needs strings can't take zeros; that's fine
+        log.debug("warm-up predict skipped: %s", exc)
+
+
+def _load_and_warm(path: Path, settings: Settings) -> LoadedModel:
+    model = load_model(path, settings.model_format, extra_trusted=settings.trusted_types)
+    _warm_up(model)
+    return model
+
+
+async def bring_up(
+    settings: Settings,
+    dataplane: DataPlane,
+    on_fatal: Callable[[str], Any],
+    env: dict[str, str] | None = None,
+) -> None:
+    """Fetch and load; on failure record why and call ``on_fatal(message)``."""
+    m = dataplane.metrics
+    try:
+        dataplane.set_phase("downloading")
+        started = time.perf_counter()
+        artifact: Artifact = await _in_daemon_thread(
+            lambda: fetch(
+                settings.storage_uri,
+                model_dir=settings.model_dir,
+                pvc_root=settings.pvc_root,
+                fmt=settings.model_format,
+                sha256=settings.model_sha256,
+                env=env,
+                attempts=settings.download_attempts,
+                backoff_s=settings.download_backoff_s,
+            )
+        )
+        m.download_seconds.set(time.perf_counter() - started)
+        m.download_bytes.set(artifact.size)
+        log.info(
+            "fetched %s (%d bytes, sha256 %s) in %.2fs",
+            artifact.model_path.name,
+            artifact.size,
+            artifact.sha256,
+            time.perf_counter() - started,
+        )
+        dataplane.set_phase("loading")
+        model = await _in_daemon_thread(lambda: _load_and_warm(artifact.model_path, settings))
+        await dataplane.set_ready(model, artifact.sha256)
+        log.info(
+            "model %s ready: %s, %s features, loaded in %.2fs",
+            settings.model_name,
+            model.estimator_class,
+            model.n_features if model.n_features is not None else "unknown",
+            model.load_seconds,
+        )
+    except asyncio.CancelledError:
+        raise
+    except StartupError as exc:
+        _fail(exc.message, exc.reason, settings, dataplane, on_fatal)
+    except Exception as exc:  # anything unforeseen still has to reach the pod status
+        log.exception("unexpected failure while bringing the model up")
+        _fail(
+            f"the server could not start: {type(exc).__name__}: {exc}",
+            "internal",
+            settings,
+            dataplane,
+            on_fatal,
+        )
+
+
+def _fail(
+    message: str,
+    reason: str,
+    settings: Settings,
+    dataplane: DataPlane,
+    on_fatal: Callable[[str], Any],
+) -> None:
+    log.error("cannot serve (%s): %s", reason, message)
+    dataplane.metrics.errors.labels(f"startup_{reason}").inc()
+    dataplane.set_failed(message)
+    write_termination_log(settings.termination_log, message)
+    on_fatal(message)

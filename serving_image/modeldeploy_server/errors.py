@@ -1,0 +1,71 @@
+"""Errors the server can raise, each carrying the status a transport should answer with.
+
+They live apart from the HTTP layer so the DataPlane and codecs can say *what* went wrong (bad
+input, unknown model, not ready) without importing a web framework; the FastAPI app maps
+``status`` onto the response. ``StartupError`` is different: it ends the process, and its message
+is the one sentence Kubernetes shows in the pod status, so it must tell a person what to fix.
+"""
+
+from __future__ import annotations
+
+
+class ServerError(Exception):
+    """Base class: ``status`` is the HTTP status, ``reason`` a stable label for metrics."""
+
+    status = 500
+    reason = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInputError(ServerError):
+    """The request body can't be turned into a model input (KServe's InvalidInput)."""
+
+    status = 400
+    reason = "invalid_input"
+
+
+class ModelNotFoundError(ServerError):
+    """The path names a model (or version) this server does not serve."""
+
+    status = 404
+    reason = "model_not_found"
+
+
+class PayloadTooLargeError(ServerError):
+    """The body is over the configured limit; refused before it is buffered."""
+
+    status = 413
+    reason = "payload_too_large"
+
+
+class UnsupportedEndpointError(ServerError):
+    """A KServe endpoint this server knows of but does not offer (e.g. ``:explain``)."""
+
+    status = 501
+    reason = "not_implemented"
+
+
+class ModelNotReadyError(ServerError):
+    """The model is still downloading or loading, or failed to load."""
+
+    status = 503
+    reason = "model_not_ready"
+
+
+class InferenceError(ServerError):
+    """The model raised something that is not the caller's fault."""
+
+    status = 500
+    reason = "inference_error"
+
+
+class StartupError(Exception):
+    """The server cannot serve at all; the message goes to the termination log verbatim."""
+
+    def __init__(self, message: str, *, reason: str = "startup") -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
