@@ -5,12 +5,18 @@
 # replaces its staging modules with local paths, which a dependent module can't follow, so a small
 # wrapper module pins each staging module to the matching v0.X.Y tag instead.
 #
+# etcd is built the same way (a wrapper module: go.etcd.io/etcd/server/v3 has replace directives
+# that `go install` refuses). Debian's etcd 3.4 lacks the watch-progress requests kube-apiserver
+# 1.34 relies on for watch-list streams (clients such as kwok then retry in a loop), so the control
+# plane runs the etcd release Kubernetes 1.34 is tested with (3.6.4, kubeadm's default).
+#
 # usage: hack/build-k8s.sh [core|node|all]   (core: apiserver, controller-manager, scheduler,
-#        kubectl, kwok; node: kubelet, kube-proxy). Prints the bin dir last.
+#        kubectl, kwok, etcd; node: kubelet, kube-proxy). Prints the bin dir last.
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 KWOK_VERSION="${KWOK_VERSION:-v0.7.0}"
+ETCD_VERSION="${ETCD_VERSION:-v3.6.4}"
 CACHE="${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}"
 BIN="$CACHE/k8s-$K8S_VERSION/bin"
 what="${1:-core}"
@@ -64,5 +70,26 @@ fi
 if [ "$what" != node ] && [ ! -x "$BIN/kwok" ]; then
   echo ">> building kwok $KWOK_VERSION" >&2
   GOBIN="$BIN" CGO_ENABLED=0 go install -trimpath "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+fi
+
+if [ "$what" != node ] && [ ! -x "$BIN/etcd" ]; then
+  echo ">> building etcd $ETCD_VERSION" >&2
+  ewrap="$CACHE/etcd-$ETCD_VERSION/wrapper"
+  mkdir -p "$ewrap"
+  {
+    echo "module modeldeploy.local/etcdbuild"
+    echo
+    echo "go 1.24.0"
+    echo
+    echo "require go.etcd.io/etcd/server/v3 $ETCD_VERSION"
+    echo
+    echo "replace ("
+    for m in api/v3 client/pkg/v3 client/v3 pkg/v3; do
+      echo "	go.etcd.io/etcd/$m => go.etcd.io/etcd/$m $ETCD_VERSION"
+    done
+    echo ")"
+  } > "$ewrap/go.mod"
+  (cd "$ewrap" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" \
+    -o "$BIN/etcd" go.etcd.io/etcd/server/v3)
 fi
 echo "$BIN"
