@@ -312,6 +312,8 @@ class OperatorProcess:
                 "KUBECONFIG": str(self.kubeconfig),
                 "MODELDEPLOY_SERVER_IMAGE": env.get("MODELDEPLOY_SERVER_IMAGE", SERVER_IMAGE),
                 "PYTHONUNBUFFERED": "1",
+                # several drift-timer ticks inside the one-minute no-writes window
+                "MODELDEPLOY_RESYNC_SECONDS": env.get("MODELDEPLOY_RESYNC_SECONDS", "15"),
             }
         )
         env.pop("KUBERNETES_SERVICE_HOST", None)  # never fall back to in-cluster config
