@@ -1,1 +1,1 @@
-"""The modeldeploy operator: reconciles ModelDeployment objects into Deployments, Services and HPAs."""
+"""The modeldeploy operator: reconciles ModelDeployments into Deployments, Services and HPAs."""

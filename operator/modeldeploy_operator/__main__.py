@@ -1,0 +1,69 @@
+"""``modeldeploy-operator``: runs kopf programmatically with the operator's own registry.
+
+Running kopf through ``kopf.run`` (not the ``kopf run`` CLI) keeps the handler registry explicit and
+lets the console script take the few flags an installation needs, with everything else from the
+environment (``settings.OperatorSettings``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="modeldeploy-operator",
+        description="Reconcile ModelDeployments (modeldeploy.io/v1alpha1) into Deployments, "
+        "Services and HPAs. Uses KUBECONFIG (or ~/.kube/config) when set, otherwise the "
+        "in-cluster ServiceAccount. Tunables come from MODELDEPLOY_* environment variables.",
+    )
+    p.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable; kopf globs such as 'team-*' work); "
+        "default: all namespaces",
+    )
+    p.add_argument(
+        "--liveness",
+        default=DEFAULT_LIVENESS,
+        help=f"liveness endpoint URL (default {DEFAULT_LIVENESS}); empty to disable",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    p.add_argument(
+        "--log-format", choices=["plain", "full", "json"], default="full", help="log line format"
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    # Imported here so `--help` works without a cluster or kopf's import-time cost.
+    import kopf
+
+    from modeldeploy_operator.kube import Kube, load_api_client
+    from modeldeploy_operator.main import Runtime, make_registry
+    from modeldeploy_operator.settings import OperatorSettings
+
+    kopf.configure(
+        verbose=args.verbose, quiet=args.quiet, log_format=kopf.LogFormat[args.log_format.upper()]
+    )
+    settings = OperatorSettings()
+    kube = Kube(load_api_client(), request_timeout=settings.api_request_timeout)
+    registry = make_registry(Runtime(settings=settings, kube=kube))
+    kopf.run(
+        registry=registry,
+        standalone=True,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        liveness_endpoint=args.liveness or None,
+    )
+
+
+if __name__ == "__main__":
+    main()

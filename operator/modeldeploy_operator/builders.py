@@ -1,0 +1,384 @@
+"""Pure functions from a ModelDeployment to the manifests of its children, as plain dicts.
+
+No I/O and no Kubernetes client types: the dicts are exactly what is server-side applied, so a
+golden-dict test pins the whole contract of docs/architecture.md (env, port, probes, labels,
+security) and a reviewer can read a change to a child as a change to a dict.
+
+Only fields the operator means to own appear here; everything else (defaults, the HPA's writes to
+spec.replicas of the ModelDeployment, other controllers' fields) is left to its owner, which is what
+makes server-side apply with a single field manager safe.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modeldeploy_operator.model import (
+    API_VERSION,
+    COMPONENT,
+    KIND,
+    LABEL_COMPONENT,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    LABEL_TRACK,
+    MANAGED_BY,
+    ModelDeployment,
+)
+from modeldeploy_operator.settings import OperatorSettings
+from modeldeploy_operator.split import split_replicas
+
+Manifest = dict[str, Any]
+
+STABLE = "stable"
+CANARY = "canary"
+TRACKS = (STABLE, CANARY)
+
+CONTAINER_NAME = "model-server"
+HTTP_PORT = 8080
+SERVICE_PORT = 80
+MODEL_DIR = "/mnt/models"
+PVC_ROOT = "/mnt/pvc"
+GCS_DIR = "/var/secrets/gcs"
+GCS_KEY = "gcloud-application-credentials.json"
+TERMINATION_LOG = "/dev/termination-log"
+RUN_AS = 1000
+
+
+def selector_labels(name: str, track: str | None = None) -> dict[str, str]:
+    """What a Service or a Deployment selects on: never changes, because selectors are immutable."""
+    labels = {LABEL_NAME: name, LABEL_INSTANCE: name}
+    if track:
+        labels[LABEL_TRACK] = track
+    return labels
+
+
+def labels(name: str, track: str | None = None) -> dict[str, str]:
+    out = {
+        LABEL_NAME: name,
+        LABEL_INSTANCE: name,
+        LABEL_COMPONENT: COMPONENT,
+        LABEL_MANAGED_BY: MANAGED_BY,
+    }
+    if track:
+        out[LABEL_TRACK] = track
+    return out
+
+
+def pod_selector(name: str) -> str:
+    """status.selector: the pods of both tracks, as a label selector string (sorted, stable)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(name).items()))
+
+
+def owner_reference(md: ModelDeployment) -> dict[str, Any]:
+    # controller=true lets `kubectl get` and the GC see who owns the child; blockOwnerDeletion keeps
+    # a foreground delete of the ModelDeployment waiting until its children are gone.
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": md.name,
+        "uid": md.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(md: ModelDeployment, name: str, track: str | None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": md.namespace,
+        "labels": labels(md.name, track),
+        "ownerReferences": [owner_reference(md)],
+    }
+
+
+def service_url(md: ModelDeployment, cluster_domain: str) -> str:
+    return f"http://{md.name}.{md.namespace}.svc.{cluster_domain}"
+
+
+def deployment_name(md_name: str, track: str) -> str:
+    return f"{md_name}-{track}"
+
+
+def _track_model(md: ModelDeployment, track: str) -> tuple[str, str, str]:
+    """(storageUri, format, sha256) of a track; the canary inherits the stable format."""
+    spec = md.spec
+    if track == CANARY:
+        if spec.canary is None:
+            raise ValueError("no canary track without spec.canary")
+        return (
+            spec.canary.storage_uri,
+            str(spec.canary.format or spec.model.format),
+            spec.canary.sha256 or "",
+        )
+    return spec.model.storage_uri, str(spec.model.format), spec.model.sha256 or ""
+
+
+def _pvc_claim(uri: str) -> str | None:
+    if not uri.startswith("pvc://"):
+        return None
+    return uri.removeprefix("pvc://").split("/", 1)[0]
+
+
+def _env(md: ModelDeployment, track: str) -> list[dict[str, Any]]:
+    uri, fmt, sha = _track_model(md, track)
+    env = [
+        {"name": "MODEL_NAME", "value": md.name},
+        {"name": "STORAGE_URI", "value": uri},
+        {"name": "MODEL_FORMAT", "value": fmt},
+        {"name": "MODEL_SHA256", "value": sha},
+        {"name": "MODEL_DIR", "value": MODEL_DIR},
+        {"name": "PVC_ROOT", "value": PVC_ROOT},
+        {"name": "MODELDEPLOY_TRACK", "value": track},
+        {"name": "MODEL_VERSION", "value": sha[:12] if sha else track},
+        {"name": "TERMINATION_LOG", "value": TERMINATION_LOG},
+    ]
+    creds = md.spec.credentials
+    if uri.startswith("gs://") and creds is not None and creds.secret_name:
+        env.append({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{GCS_DIR}/{GCS_KEY}"})
+    server = md.spec.server
+    if server is not None and server.env:
+        env.extend({"name": e.name, "value": e.value} for e in server.env)
+    return env
+
+
+def _volumes(
+    md: ModelDeployment, track: str, settings: OperatorSettings
+) -> tuple[list[Any], list[Any]]:
+    uri, _, _ = _track_model(md, track)
+    model_dir: dict[str, Any] = {}
+    if settings.model_dir_size_limit:
+        model_dir["sizeLimit"] = settings.model_dir_size_limit
+    volumes: list[dict[str, Any]] = [
+        {"name": "model-dir", "emptyDir": model_dir},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "model-dir", "mountPath": MODEL_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, the only writable path
+    ]
+    claim = _pvc_claim(uri)
+    if claim:
+        volumes.append(
+            {"name": "model-pvc", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        )
+        mounts.append({"name": "model-pvc", "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True})
+    creds = md.spec.credentials
+    if uri.startswith("gs://") and creds is not None and creds.secret_name:
+        volumes.append(
+            {
+                "name": "gcs-credentials",
+                "secret": {
+                    "secretName": creds.secret_name,
+                    "items": [{"key": GCS_KEY, "path": GCS_KEY}],
+                },
+            }
+        )
+        mounts.append({"name": "gcs-credentials", "mountPath": GCS_DIR, "readOnly": True})
+    return volumes, mounts
+
+
+def _resources(md: ModelDeployment, settings: OperatorSettings) -> dict[str, Any]:
+    res = md.spec.resources
+    if res is None:
+        # A CPU request is what HPA utilization is measured against; without one the HPA is blind.
+        return {
+            "requests": {
+                "cpu": settings.default_cpu_request,
+                "memory": settings.default_memory_request,
+            }
+        }
+    out: dict[str, Any] = {}
+    if res.requests:
+        out["requests"] = dict(res.requests)
+    if res.limits:
+        out["limits"] = dict(res.limits)
+    return out
+
+
+def _probes(settings: OperatorSettings) -> dict[str, Any]:
+    startup_period = 5
+    return {
+        # /healthz answers as soon as the process listens, also while the model downloads, so the
+        # startup budget is the only clock on a slow download and liveness never kills it.
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": startup_period,
+            "timeoutSeconds": 2,
+            "failureThreshold": max(1, settings.startup_budget_seconds // startup_period),
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 3,
+            "failureThreshold": 3,
+        },
+        # /ready is 503 until the model is in memory: no request reaches a pod that can't answer.
+        "readinessProbe": {
+            "httpGet": {"path": "/ready", "port": "http"},
+            "periodSeconds": 5,
+            "timeoutSeconds": 2,
+            "failureThreshold": 2,
+            "successThreshold": 1,
+        },
+    }
+
+
+def deployment(
+    md: ModelDeployment, track: str, replicas: int, settings: OperatorSettings
+) -> Manifest:
+    """Deployment ``<name>-<track>`` running the server for one track's model."""
+    server = md.spec.server
+    image = (server.image if server else None) or settings.server_image
+    pull = (server.image_pull_policy if server else None) or settings.image_pull_policy
+    volumes, mounts = _volumes(md, track, settings)
+    creds = md.spec.credentials
+
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": image,
+        "imagePullPolicy": pull,
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "env": _env(md, track),
+        "resources": _resources(md, settings),
+        **_probes(settings),
+        # Let the endpoints controller and kube-proxy remove the pod before the server stops
+        # accepting connections: zero dropped requests during a rollout.
+        "lifecycle": {"preStop": {"sleep": {"seconds": settings.drain_seconds}}},
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": mounts,
+    }
+    if creds is not None and creds.secret_name:
+        container["envFrom"] = [{"secretRef": {"name": creds.secret_name}}]
+
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": volumes,
+        # The server never talks to the API server; a mounted token would only be attack surface.
+        "automountServiceAccountToken": False,
+        # Service links inject <SVC>_PORT-style variables of every Service in the namespace into a
+        # server configured purely by env: noise at best, a collision at worst.
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": settings.termination_grace_seconds,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if creds is not None and creds.service_account_name:
+        pod_spec["serviceAccountName"] = creds.service_account_name
+
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(md, deployment_name(md.name, track), track),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector_labels(md.name, track)},
+            "revisionHistoryLimit": 5,
+            "progressDeadlineSeconds": settings.progress_deadline_seconds,
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
+            },
+            "template": {
+                "metadata": {
+                    "labels": labels(md.name, track),
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(HTTP_PORT),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def service(md: ModelDeployment, track: str | None) -> Manifest:
+    """Service ``<name>`` over both tracks (track None) or ``<name>-<track>`` over one."""
+    name = f"{md.name}-{track}" if track else md.name
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(md, name, track),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(md.name, track),
+            "ports": [
+                {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def hpa(md: ModelDeployment) -> Manifest:
+    """HPA ``<name>`` scaling the ModelDeployment itself through its scale subresource."""
+    auto = md.spec.autoscaling
+    if auto is None:
+        raise ValueError("no HPA without spec.autoscaling")
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(md, md.name, None),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": API_VERSION, "kind": KIND, "name": md.name},
+            "minReplicas": auto.min_replicas,
+            "maxReplicas": auto.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": auto.target_cpu_utilization_percentage,
+                        },
+                    },
+                }
+            ],
+        },
+    }
+
+
+def desired_children(md: ModelDeployment, settings: OperatorSettings) -> list[Manifest]:
+    """Every child the ModelDeployment should have right now, in apply order."""
+    canary = md.spec.canary
+    split = split_replicas(md.spec.replicas, canary.traffic_percent if canary else None)
+    out = [
+        deployment(md, STABLE, split.stable, settings),
+        service(md, None),
+        service(md, STABLE),
+    ]
+    if canary is not None:
+        out += [deployment(md, CANARY, split.canary, settings), service(md, CANARY)]
+    if md.spec.autoscaling is not None:
+        out.append(hpa(md))
+    return out
+
+
+def possible_children(md_name: str) -> list[tuple[str, str]]:
+    """(kind, name) of every child the operator may ever create for a ModelDeployment: what to read
+    before planning and what to delete when it is no longer desired."""
+    return [
+        ("Deployment", deployment_name(md_name, STABLE)),
+        ("Service", md_name),
+        ("Service", f"{md_name}-{STABLE}"),
+        ("Deployment", deployment_name(md_name, CANARY)),
+        ("Service", f"{md_name}-{CANARY}"),
+        ("HorizontalPodAutoscaler", md_name),
+    ]

@@ -1,0 +1,171 @@
+"""The kopf wiring: which events lead to ``reconcile()``, and how kopf itself is configured.
+
+The only module that imports kopf. Every entry point (create, update, resume, the drift timer and
+the watches on the children) funnels into ``Runtime.run``, which serialises work per
+ModelDeployment, always re-reads the object (a handler's body may be older than our own last
+status write) and runs the synchronous reconcile in a worker thread.
+
+kopf is configured for production (docs/operations.md): its handler state lives in annotations
+under ``modeldeploy.io`` from day one (changing the storage later re-runs every handler), no
+finalizer is ever added (there are no delete handlers; children go by garbage collection, so a
+stopped operator never blocks a delete), kopf posts only warnings as Events (our own Events say
+what changed), and watches time out on both ends so a silently dropped connection is noticed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from modeldeploy_operator.errors import ApiError
+from modeldeploy_operator.kube import Kube
+from modeldeploy_operator.model import (
+    GROUP,
+    KIND,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    PLURAL,
+    VERSION,
+)
+from modeldeploy_operator.reconcile import InvalidSpecError, reconcile
+from modeldeploy_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+CHILD_LABELS = {LABEL_MANAGED_BY: MANAGED_BY}
+
+
+@dataclass
+class Runtime:
+    """Per-process state shared by the handlers."""
+
+    settings: OperatorSettings
+    kube: Kube
+    locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    queued: set[tuple[str, str]] = field(default_factory=set)
+    reconciles: int = 0
+    writes: int = 0
+    last_success: float = 0.0
+
+    async def run(self, namespace: str, name: str, *, coalesce: bool = False) -> None:
+        """Reconciles one ModelDeployment. ``coalesce``: a burst of child events while a run is
+        already queued for the same object adds nothing (the queued run will see it all)."""
+        key = (namespace, name)
+        if coalesce:
+            if key in self.queued:
+                return
+            self.queued.add(key)
+        lock = self.locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            self.queued.discard(key)
+            body = await asyncio.to_thread(self.kube.get_model_deployment, namespace, name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return  # gone or going: the garbage collector removes the children
+            outcome = await asyncio.to_thread(reconcile, self.kube, body, self.settings)
+            self.reconciles += 1
+            self.writes += len(outcome.writes) + int(outcome.status_written)
+            if outcome.writes:
+                log.info("%s/%s: %s", namespace, name, "; ".join(outcome.writes))
+        if outcome.retry is not None:
+            raise outcome.retry
+        self.last_success = time.time()
+
+
+def _temporary(e: ApiError) -> kopf.TemporaryError:
+    # Conflicts clear up as soon as the other writer is done; other errors get a longer pause.
+    delay = 2 if e.status == 409 else 10 if e.retryable else 60
+    return kopf.TemporaryError(f"API request failed, retrying in {delay}s: {e}", delay=delay)
+
+
+async def _guarded(rt: Runtime, namespace: str, name: str, *, coalesce: bool = False) -> None:
+    try:
+        await rt.run(namespace, name, coalesce=coalesce)
+    except InvalidSpecError as e:
+        raise kopf.PermanentError(str(e)) from e
+    except ApiError as e:
+        raise _temporary(e) from e
+
+
+def configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{GROUP}/finalizer"  # never added: no delete handlers
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = ours.watch_server_timeout
+    settings.watching.client_timeout = ours.watch_client_timeout
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = ours.api_request_timeout
+    settings.networking.connect_timeout = 10
+    settings.execution.default_backoff = 10
+    settings.peering.standalone = True
+
+
+def _owner_name(body: Any) -> str | None:
+    """The ModelDeployment controlling a child, by ownerReference (labels can be edited away)."""
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == KIND and str(ref.get("apiVersion", "")).startswith(f"{GROUP}/"):
+            return str(ref.get("name"))
+    return None
+
+
+def make_registry(rt: Runtime) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure_kopf(settings, rt.settings)
+
+    @kopf.on.probe(id="reconciles", registry=registry)
+    def probe(**_: Any) -> dict[str, Any]:
+        return {"reconciles": rt.reconciles, "writes": rt.writes, "lastSuccess": rt.last_success}
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
+    async def on_change(namespace: str | None, name: str, **_: Any) -> None:
+        await _guarded(rt, namespace or "", name)
+
+    @kopf.on.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        id="drift",
+        interval=rt.settings.resync_seconds,
+        initial_delay=rt.settings.resync_seconds,
+        registry=registry,
+    )
+    async def drift(namespace: str | None, name: str, **_: Any) -> None:
+        await _guarded(rt, namespace or "", name, coalesce=True)
+
+    @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS, registry=registry)
+    @kopf.on.event(
+        group="", version="v1", plural="services", labels=CHILD_LABELS, registry=registry
+    )
+    async def child_changed(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+        owner = _owner_name(body)
+        if owner and namespace:
+            await _kick(rt, namespace, owner)
+
+    @kopf.on.event(group="", version="v1", plural="pods", labels=CHILD_LABELS, registry=registry)
+    async def pod_changed(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+        owner = (body.get("metadata", {}).get("labels") or {}).get(LABEL_INSTANCE)
+        if owner and namespace:
+            await _kick(rt, namespace, owner)
+
+    return registry
+
+
+async def _kick(rt: Runtime, namespace: str, name: str) -> None:
+    # Event handlers are not retried by kopf; a failure here is picked up by the timer.
+    try:
+        await rt.run(namespace, name, coalesce=True)
+    except (ApiError, InvalidSpecError) as e:
+        log.warning("reconcile of %s/%s after a child event failed: %s", namespace, name, e)

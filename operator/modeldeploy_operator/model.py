@@ -1,0 +1,508 @@
+"""The ModelDeployment API as typed pydantic models: the single source of the CRD schema.
+
+The CRD in ``crds/`` is generated from these classes (``crdgen``), the API reference in
+``docs/api.md`` from that CRD (``docgen``), and the operator parses every object it reconciles with
+them. Keeping one definition means the admission schema, the docs and the code that acts on a field
+can never disagree about its name, range or meaning.
+
+Cross-field rules that the API server can enforce at admission are attached as CEL rules
+(``x-kubernetes-validations``) through ``json_schema_extra``; each names the field it is about and
+what is expected, because a rejection is the first documentation a user reads.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict, JsonValue
+
+GROUP = "modeldeploy.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ModelDeployment"
+PLURAL = "modeldeployments"
+SINGULAR = "modeldeployment"
+SHORT_NAMES = ("md",)
+
+# The label contract of docs/architecture.md.
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_TRACK = f"{GROUP}/track"
+MANAGED_BY = "modeldeploy-operator"
+COMPONENT = "predictor"
+
+# Env names the operator sets on the server container; spec.server.env may not override them
+# (the CEL rule below), because a silently overridden STORAGE_URI would make status lie.
+RESERVED_ENV = (
+    "MODEL_NAME",
+    "STORAGE_URI",
+    "MODEL_FORMAT",
+    "MODEL_SHA256",
+    "MODEL_DIR",
+    "PVC_ROOT",
+    "MODELDEPLOY_TRACK",
+    "MODEL_VERSION",
+    "TERMINATION_LOG",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+)
+
+# storageUri schemes the server can read (docs/architecture.md). pvc:// needs a claim and a path.
+STORAGE_URI_PATTERN = r"^((s3|gs)://[^/]+(/.*)?|https?://[^/]+/.*|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+|file:///.+)$"
+SHA256_PATTERN = r"^[a-f0-9]{64}$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+# A resource.Quantity, as Kubernetes' own CRDs declare it: `cpu: 1` and `cpu: "500m"` both work.
+QUANTITY_SCHEMA: JsonDict = {
+    "anyOf": [{"type": "integer"}, {"type": "string"}],
+    "pattern": QUANTITY_PATTERN,
+    "x-kubernetes-int-or-string": True,
+}
+IMAGE_PATTERN = r"^[^\s]+$"
+ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+
+URI_HELP = (
+    "s3://<bucket>/<key>, gs://<bucket>/<object>, http(s)://<host>/<file>, "
+    "pvc://<claim>/<path> or file:///<path> (local development only)"
+)
+
+
+def _validations(*rules: JsonDict) -> JsonDict:
+    items: list[JsonValue] = [*rules]
+    return {"x-kubernetes-validations": items}
+
+
+def _cel(
+    rule: str,
+    message: str,
+    field_path: str | None = None,
+    reason: str = "FieldValueInvalid",
+    *,
+    message_expression: str | None = None,
+) -> JsonDict:
+    out: JsonDict = {"rule": rule, "message": message, "reason": reason}
+    if message_expression:
+        # The static message stays as the fallback when the expression fails to evaluate.
+        out["messageExpression"] = message_expression
+    if field_path:
+        out["fieldPath"] = field_path
+    return out
+
+
+class _Model(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are rejected in code too."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", use_enum_values=True
+    )
+
+
+class ModelFormat(StrEnum):
+    """How the server loads the artifact."""
+
+    SKLEARN = "sklearn"
+    SKOPS = "skops"
+
+
+class ModelSpec(_Model):
+    """The model version the stable track serves."""
+
+    storage_uri: str = Field(
+        description=(
+            "Where the server downloads the model artifact from when a pod starts: "
+            + URI_HELP
+            + "."
+            " Changing it rolls the stable track out to the new version (pods become ready only "
+            "once the new model is loaded)."
+        ),
+        pattern=STORAGE_URI_PATTERN,
+        max_length=2048,
+    )
+    format: ModelFormat = Field(
+        ModelFormat.SKLEARN,
+        description=(
+            "Serialization of the artifact: `sklearn` (joblib/pickle; only load artifacts you "
+            "trust) or `skops` (safe format with an allow-list of types)."
+        ),
+    )
+    sha256: str | None = Field(
+        None,
+        description=(
+            "Expected lower-case hex SHA-256 of the artifact. When set, the server refuses an "
+            "artifact with another digest and the ModelDeployment reports Degraded with reason "
+            "ModelLoadFailed. Its first 12 characters are the served model_version."
+        ),
+        pattern=SHA256_PATTERN,
+    )
+
+
+class CredentialsSpec(_Model):
+    """How the server authenticates to the model store."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_validations(
+            _cel(
+                "has(self.secretName) || has(self.serviceAccountName)",
+                "spec.credentials needs secretName (a Secret with AWS_* or GCS keys) "
+                "or serviceAccountName (workload identity); remove spec.credentials "
+                "for a public store",
+            )
+        )
+    )
+
+    secret_name: str | None = Field(
+        None,
+        description=(
+            "A Secret in the ModelDeployment's namespace attached to the server with envFrom: "
+            "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional AWS_SESSION_TOKEN, "
+            "AWS_DEFAULT_REGION, AWS_ENDPOINT_URL (or S3_ENDPOINT_URL), S3_USE_HTTPS, "
+            "S3_VERIFY_SSL. For gs:// URIs its key `gcloud-application-credentials.json` is "
+            "mounted at /var/secrets/gcs/ and GOOGLE_APPLICATION_CREDENTIALS points at it."
+        ),
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        max_length=253,
+    )
+    service_account_name: str | None = Field(
+        None,
+        description=(
+            "A ServiceAccount the server pods run as, for workload identity (IRSA, GKE Workload "
+            "Identity). Without it the pods run as `default` with no API token mounted."
+        ),
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        max_length=253,
+    )
+
+
+class AutoscalingSpec(_Model):
+    """A HorizontalPodAutoscaler that scales the ModelDeployment through its scale subresource."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_validations(
+            _cel(
+                "self.minReplicas <= self.maxReplicas",
+                "spec.autoscaling.minReplicas must be less than or equal to "
+                "spec.autoscaling.maxReplicas",
+                ".minReplicas",
+                message_expression=(
+                    "'spec.autoscaling.minReplicas (' + string(self.minReplicas) + ') must be "
+                    "less than or equal to spec.autoscaling.maxReplicas (' + "
+                    "string(self.maxReplicas) + ')'"
+                ),
+            )
+        )
+    )
+
+    min_replicas: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="Lowest total replica count (both tracks) the autoscaler may set.",
+    )
+    max_replicas: int = Field(
+        ge=1,
+        le=1000,
+        description="Highest total replica count (both tracks) the autoscaler may set.",
+    )
+    target_cpu_utilization_percentage: int = Field(
+        80,
+        alias="targetCPUUtilizationPercentage",  # the autoscaling/v1 spelling users know
+        ge=1,
+        le=1000,
+        description=(
+            "Average CPU utilization, in percent of the pods' CPU request, that the autoscaler "
+            "keeps. Needs a CPU request (spec.resources.requests.cpu, defaulted by the operator) "
+            "and a metrics server in the cluster."
+        ),
+    )
+
+
+class CanarySpec(_Model):
+    """A second model version served beside the stable one."""
+
+    storage_uri: str = Field(
+        description=(
+            "Where the canary's model artifact is: " + URI_HELP + ". Must differ from "
+            "spec.model.storageUri. To promote the canary, copy this value (and sha256) into "
+            "spec.model and remove spec.canary."
+        ),
+        pattern=STORAGE_URI_PATTERN,
+        max_length=2048,
+    )
+    format: ModelFormat | None = Field(
+        None, description="Serialization of the canary artifact; defaults to spec.model.format."
+    )
+    sha256: str | None = Field(
+        None,
+        description="Expected lower-case hex SHA-256 of the canary artifact.",
+        pattern=SHA256_PATTERN,
+    )
+    traffic_percent: int = Field(
+        ge=0,
+        le=100,
+        description=(
+            "Share of spec.replicas, in percent, that run the canary. Without a service mesh the "
+            "traffic split follows the replica split: replicas are divided proportionally "
+            "(nearest whole pod), with at least one canary pod while the percent is above 0 and "
+            "one stable pod while it is below 100 (when spec.replicas is at least 2). "
+            "status.canary.trafficPercent reports the effective share of ready pods."
+        ),
+    )
+
+
+class ResourcesSpec(_Model):
+    """Compute resources of each server container."""
+
+    requests: dict[str, str | int] | None = Field(
+        None,
+        description=(
+            "Minimum resources per pod, e.g. {cpu: 250m, memory: 512Mi}. "
+            "When spec.resources is omitted the operator requests cpu 250m and memory 512Mi."
+        ),
+        json_schema_extra={"additionalProperties": QUANTITY_SCHEMA},
+    )
+    limits: dict[str, str | int] | None = Field(
+        None,
+        description="Maximum resources per pod, e.g. {cpu: '1', memory: 1Gi}.",
+        json_schema_extra={"additionalProperties": QUANTITY_SCHEMA},
+    )
+
+
+class EnvVar(_Model):
+    """An extra environment variable for the server (a serving knob such as MAX_BATCH_SIZE)."""
+
+    name: str = Field(
+        description="Variable name; may not be one the operator sets (see spec.server.env).",
+        pattern=ENV_NAME_PATTERN,
+        max_length=256,
+    )
+    value: str = Field("", description="Literal value.", max_length=32768)
+
+
+class ServerSpec(_Model):
+    """Overrides for the generic model server container."""
+
+    image: str | None = Field(
+        None,
+        description=(
+            "Server image; defaults to the operator's MODELDEPLOY_SERVER_IMAGE. Pin a tag or "
+            "digest: `:latest` is rejected so a rollout is always reproducible."
+        ),
+        pattern=IMAGE_PATTERN,
+        max_length=512,
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        None,
+        description="Image pull policy; defaults to the operator's MODELDEPLOY_IMAGE_PULL_POLICY.",
+    )
+    env: list[EnvVar] | None = Field(
+        None,
+        description=(
+            "Extra environment variables (server knobs: MAX_BATCH_SIZE, MAX_BATCH_WAIT_MS, "
+            "PREDICT_PROBA, LOG_LEVEL, ...). The contract variables ("
+            + ", ".join(RESERVED_ENV)
+            + ") "
+            "are set by the operator and may not be overridden."
+        ),
+        max_length=64,
+        # A map keyed by name: the API server rejects a duplicate name, naming the entry.
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra=_validations(
+            _cel(
+                "!has(self.image) || !self.image.endsWith(':latest')",
+                "spec.server.image must pin a version (a tag other than :latest, or a "
+                "digest) so every pod of a rollout runs the same server",
+                ".image",
+            ),
+            _cel(
+                "!has(self.env) || self.env.all(e, !(e.name in "
+                + "["
+                + ", ".join(f"'{n}'" for n in RESERVED_ENV)
+                + "]))",
+                "spec.server.env may not set "
+                + ", ".join(RESERVED_ENV)
+                + ": the operator sets them from spec.model and spec.canary",
+                ".env",
+            ),
+        )
+    )
+
+
+class ModelDeploymentSpec(_Model):
+    """The desired state: one model served by a Deployment per track, a Service and an HPA."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_validations(
+            _cel(
+                "!has(self.canary) || self.canary.storageUri != self.model.storageUri",
+                "spec.canary.storageUri must differ from spec.model.storageUri: a canary "
+                "serves another model version (to promote it, move its storageUri into "
+                "spec.model and remove spec.canary)",
+                ".canary.storageUri",
+            ),
+        )
+    )
+
+    model: ModelSpec = Field(description="The model version the stable track serves.")
+    credentials: CredentialsSpec | None = Field(
+        None,
+        description="How the server authenticates to the model store; omit for a public store.",
+    )
+    replicas: int = Field(
+        1,
+        ge=0,
+        le=1000,
+        description=(
+            "Total server pods across both tracks, divided between stable and canary by "
+            "spec.canary.trafficPercent. Served by the scale subresource (`kubectl scale md/x "
+            "--replicas=N`); when spec.autoscaling is set the HPA owns this field. 0 stops "
+            "serving (the ModelDeployment reports Ready=False, reason ScaledToZero)."
+        ),
+    )
+    autoscaling: AutoscalingSpec | None = Field(
+        None,
+        description=(
+            "Scale spec.replicas on CPU with an autoscaling/v2 HPA named like the "
+            "ModelDeployment; removing this block removes the HPA."
+        ),
+    )
+    canary: CanarySpec | None = Field(
+        None,
+        description=(
+            "A second model version served beside spec.model by its own Deployment "
+            "<name>-canary and Service <name>-canary; removing the block removes both."
+        ),
+    )
+    resources: ResourcesSpec | None = Field(
+        None, description="Compute resources of each server container."
+    )
+    server: ServerSpec | None = Field(
+        None, description="Overrides for the model server container (image, pull policy, env)."
+    )
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(_Model):
+    """One observation about the ModelDeployment, in the Kubernetes condition convention."""
+
+    type: Literal["Ready", "Progressing", "Degraded"] = Field(
+        description=(
+            "Ready: every pod of the current generation is rolled out and serving. "
+            "Progressing: a rollout is under way. Degraded: something needs a person; "
+            "the message says what."
+        )
+    )
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        description="A CamelCase code for the last transition (see docs/operations.md).",
+        max_length=1024,
+    )
+    message: str = Field(
+        description="What is going on, in a sentence a person can act on.", max_length=32768
+    )
+    last_transition_time: str = Field(
+        description="When the condition last changed status (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
+    observed_generation: int = Field(
+        ge=0, description="metadata.generation of the spec this condition was computed from."
+    )
+
+
+class TrackStatus(_Model):
+    """What one track (stable or canary) is running."""
+
+    storage_uri: str = Field(description="The model artifact this track serves.")
+    replicas: int = Field(ge=0, description="Pods this track's Deployment is asked to run.")
+    ready_replicas: int = Field(ge=0, description="Pods of this track that pass readiness.")
+    traffic_percent: float = Field(
+        ge=0,
+        le=100,
+        description=(
+            "Effective share of traffic, in percent: this track's ready pods over all ready pods "
+            "(the Service balances per pod). 0 when no pod is ready."
+        ),
+    )
+
+
+class ModelDeploymentStatus(_Model):
+    """What the operator observed, written by the operator only."""
+
+    observed_generation: int | None = Field(
+        None, ge=0, description="metadata.generation the operator last reconciled."
+    )
+    url: str | None = Field(
+        None, description="In-cluster URL of the Service over both tracks (port 80)."
+    )
+    replicas: int | None = Field(
+        None,
+        ge=0,
+        description="Pods both tracks' Deployments are asked to run (scale subresource).",
+    )
+    ready_replicas: int | None = Field(None, ge=0, description="Ready pods over both tracks.")
+    replica_counts: str | None = Field(
+        None, description="`readyReplicas/replicas`, for the REPLICAS printer column."
+    )
+    selector: str | None = Field(
+        None,
+        description=(
+            "Label selector of the pods of both tracks, for the scale subresource (HPA metrics)."
+        ),
+    )
+    stable: TrackStatus | None = Field(None, description="The stable track.")
+    canary: TrackStatus | None = Field(
+        None, description="The canary track, while spec.canary is set."
+    )
+    conditions: list[Condition] | None = Field(
+        None,
+        description="Ready, Progressing and Degraded, each with a reason and an actionable message",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+
+def parse_spec(spec: dict[str, Any]) -> ModelDeploymentSpec:
+    """Parses a spec as the API server stored it (camelCase)."""
+    return ModelDeploymentSpec.model_validate(spec)
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """The wire form: camelCase keys, unset optional fields left out."""
+    out: dict[str, Any] = model.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return out
+
+
+class ModelDeployment(BaseModel):
+    """A parsed ModelDeployment: the identity the children refer to plus its typed spec."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: ModelDeploymentSpec
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> ModelDeployment:
+        meta = body.get("metadata") or {}
+        return cls(
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta["uid"],
+            generation=int(meta.get("generation") or 0),
+            spec=parse_spec(body.get("spec") or {}),
+        )

@@ -1,0 +1,194 @@
+"""The one idempotent reconcile path: observe, plan, write the difference, compute status.
+
+Create, update, resume, the drift timer and the child watches all end here. There is no "first
+run": a ModelDeployment with no children and one with every child in place go through the same
+steps, and the second run over an unchanged object performs no write at all (reads only).
+
+The cluster is reached through the ``Cluster`` protocol, implemented by ``kube.Kube`` against the
+API server and by an in-memory fake in the unit tests, so this module imports neither kopf nor the
+Kubernetes client.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from modeldeploy_operator import builders, plan, status
+from modeldeploy_operator.errors import ApiError
+from modeldeploy_operator.model import LABEL_TRACK, ModelDeployment
+from modeldeploy_operator.settings import OperatorSettings
+
+Obj = dict[str, Any]
+log = logging.getLogger(__name__)
+
+
+class Cluster(Protocol):
+    """The API calls reconcile needs; every method raises ``ApiError`` on a rejected request."""
+
+    def get(self, kind: str, namespace: str, name: str) -> Obj | None: ...
+
+    def apply(self, manifest: Obj) -> Obj: ...
+
+    def delete(self, kind: str, namespace: str, name: str, uid: str | None) -> None: ...
+
+    def list_pods(self, namespace: str, selector: str) -> list[Obj]: ...
+
+    def patch_status(self, namespace: str, name: str, patch: Obj) -> None: ...
+
+    def event(self, md: Obj, type_: str, reason: str, message: str) -> None: ...
+
+
+class InvalidSpecError(Exception):
+    """The stored spec does not parse (the CRD is older than the operator, or was bypassed)."""
+
+
+@dataclass
+class Outcome:
+    writes: list[str] = field(default_factory=list)
+    status_written: bool = False
+    status: Obj = field(default_factory=dict)
+    retry: ApiError | None = None  # a transient failure: the caller should retry soon
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _invalid_status(body: Obj, err: ValidationError, now: str) -> Obj:
+    gen = int(body["metadata"].get("generation") or 0)
+    msgs = "; ".join(
+        f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()[:5]
+    )
+    cond = {
+        "status": "False",
+        "reason": "InvalidSpec",
+        "message": f"the spec does not match this operator's API: {msgs}",
+        "lastTransitionTime": now,
+        "observedGeneration": gen,
+    }
+    return {
+        "observedGeneration": gen,
+        "conditions": [
+            {"type": "Ready", **cond},
+            {"type": "Progressing", **cond},
+            {"type": "Degraded", **cond, "status": "True"},
+        ],
+    }
+
+
+def reconcile(
+    cluster: Cluster, body: Obj, settings: OperatorSettings, now: str | None = None
+) -> Outcome:
+    """Brings the children of ``body`` (a ModelDeployment as stored) to the desired state and
+    writes its status when it changed. Transient API failures are returned in ``Outcome.retry``
+    after status has been brought up to date as far as possible."""
+    now = now or now_rfc3339()
+    out = Outcome()
+    live_status: Obj = dict(body.get("status") or {})
+    try:
+        md = ModelDeployment.from_body(body)
+    except ValidationError as e:
+        desired = _invalid_status(body, e, now)
+        desired["conditions"] = [
+            status.condition(
+                c["type"],
+                c["status"] == "True",
+                c["reason"],
+                c["message"],
+                c["observedGeneration"],
+                live_status.get("conditions") or [],
+                now,
+            )
+            for c in desired["conditions"]
+        ]
+        _write_status(cluster, body, live_status, desired, out)
+        raise InvalidSpecError(desired["conditions"][0]["message"]) from e
+
+    ns = md.namespace
+    desired_children = builders.desired_children(md, settings)
+    observed: dict[plan.Key, Obj | None] = {}
+    for kind, name in builders.possible_children(md.name):
+        observed[(kind, name)] = cluster.get(kind, ns, name)
+
+    the_plan = plan.plan(desired_children, observed, md.uid)
+    errors: list[str] = []
+    for action in the_plan.actions:
+        what = f"{action.kind} {action.name}"
+        try:
+            if action.verb == "apply":
+                assert action.manifest is not None
+                observed[(action.kind, action.name)] = cluster.apply(action.manifest)
+                out.writes.append(f"apply {what}")
+                reason = "Created" if action.reason == "created" else "Updated"
+                cluster.event(body, "Normal", reason, f"{reason} {what}: {action.reason}")
+            else:
+                cluster.delete(action.kind, ns, action.name, action.uid)
+                observed[(action.kind, action.name)] = None
+                out.writes.append(f"delete {what}")
+                cluster.event(body, "Normal", "Deleted", f"Deleted {what}: {action.reason}")
+        except ApiError as e:
+            if e.retryable:
+                out.retry = out.retry or e
+                log.warning("%s %s failed, will retry: %s", action.verb, what, e)
+                continue
+            # No Event per attempt: the Degraded transition announces it once.
+            errors.append(f"{action.verb} {what} was rejected: {e.message}")
+
+    pods = cluster.list_pods(ns, builders.pod_selector(md.name))
+    tracks = [builders.STABLE] + ([builders.CANARY] if md.spec.canary else [])
+    deployments = {
+        t: observed.get(("Deployment", builders.deployment_name(md.name, t))) for t in tracks
+    }
+    leftover = [
+        t
+        for t in builders.TRACKS
+        if t not in tracks
+        and observed.get(("Deployment", builders.deployment_name(md.name, t))) is not None
+    ]
+    # Pods of a removed track still terminating must not be blamed on the tracks that remain.
+    live_pods = [
+        p for p in pods if (p.get("metadata") or {}).get("labels", {}).get(LABEL_TRACK) in tracks
+    ]
+    obs = status.Observed(
+        deployments=deployments,
+        pods=live_pods,
+        write_errors=errors,
+        conflicts=the_plan.conflicts,
+        leftover_tracks=leftover,
+    )
+    desired_status = status.compute_status(md, obs, live_status, now, settings.cluster_domain)
+    _write_status(cluster, body, live_status, desired_status, out)
+    return out
+
+
+def _write_status(cluster: Cluster, body: Obj, live: Obj, desired: Obj, out: Outcome) -> None:
+    out.status = desired
+    patch = status.status_patch(live, desired)
+    if patch is None:
+        return
+    meta = body["metadata"]
+    cluster.patch_status(meta["namespace"], meta["name"], patch)
+    out.status_written = True
+    _announce_transitions(cluster, body, live, desired)
+
+
+def _announce_transitions(cluster: Cluster, body: Obj, live: Obj, desired: Obj) -> None:
+    """An Event when Ready or Degraded flips, so `kubectl describe md` tells the story."""
+    before = {c.get("type"): c for c in live.get("conditions") or []}
+    for cond in desired.get("conditions") or []:
+        old = before.get(cond["type"])
+        if (
+            old is not None
+            and old.get("status") == cond["status"]
+            and old.get("reason") == cond["reason"]
+        ):
+            continue
+        if cond["type"] == "Ready" and cond["status"] == "True":
+            cluster.event(body, "Normal", "Ready", cond["message"])
+        elif cond["type"] == "Degraded" and cond["status"] == "True":
+            cluster.event(body, "Warning", cond["reason"], cond["message"])
