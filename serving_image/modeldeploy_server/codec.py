@@ -199,7 +199,9 @@ def _decode_tensor(i: int, inp: Any) -> V2Input:
     if not isinstance(data, list):
         data = [data]
     try:
-        arr = np.asarray(data, dtype=dtype)
+        # Overflow (e.g. 7e4 as FP16) becomes inf, which the DataPlane reports as a 400.
+        with np.errstate(over="ignore"):
+            arr = np.asarray(data, dtype=dtype)
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInputError(f"{where}: data can't be read as {datatype}: {exc}") from None
     want = math.prod(shape)

@@ -49,7 +49,9 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=1, le=65535, validation_alias=_env("port", "PORT"))
 
     # Serving knobs (not part of the operator contract; set through spec.server.env).
-    max_batch_size: int = Field(64, ge=1, validation_alias=_env("max_batch_size", "MAX_BATCH_SIZE"))
+    max_batch_size: int = Field(
+        1024, ge=1, validation_alias=_env("max_batch_size", "MAX_BATCH_SIZE")
+    )
     max_batch_wait_ms: float = Field(
         2.0, ge=0, le=1000, validation_alias=_env("max_batch_wait_ms", "MAX_BATCH_WAIT_MS")
     )

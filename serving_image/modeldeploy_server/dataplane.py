@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +95,10 @@ class DataPlane:
         """Install the loaded model; must be called on the event loop that serves requests."""
         self.model = model
         self.artifact_sha256 = sha256
+        if model.feature_names is not None:
+            # We order columns by feature_names_in_ ourselves and hand over numpy (no pandas in
+            # the image); without this, every predict would warn about missing feature names.
+            warnings.filterwarnings("ignore", message="X does not have valid feature names")
         self._batcher = MicroBatcher(
             self._predict,
             max_batch_rows=self._max_rows,

@@ -199,18 +199,18 @@ def load_model(
             "estimator with predict(); save the fitted model object itself",
             reason="not_an_estimator",
         )
-    try:
-        from sklearn.utils.validation import check_is_fitted
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
 
+    try:
         check_is_fitted(est)
-    except (TypeError, AttributeError):
+    except NotFittedError as exc:  # before the generic case: it subclasses AttributeError
+        raise StartupError(
+            f"{path.name} holds an unfitted {type(est).__name__}; call fit() before saving it",
+            reason="not_fitted",
+        ) from exc
+    except (TypeError, AttributeError, ValueError):
         pass  # not a scikit-learn estimator in the strict sense; trust that predict works
-    except Exception as exc:
-        if type(exc).__name__ == "NotFittedError":
-            raise StartupError(
-                f"{path.name} holds an unfitted {type(est).__name__}; call fit() before saving it",
-                reason="not_fitted",
-            ) from exc
     n, names, classes, has_proba, allow_nan = _describe(est)
     if trained is None:
         trained = sklearn.__version__  # no warning: unpickling found the same version

@@ -1,0 +1,268 @@
+"""The FastAPI app in-process (httpx ASGITransport): every endpoint, header and error shape."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.anyio
+
+ROW = [5.1, 3.5, 1.4, 0.2]  # setosa
+ROW2 = [6.7, 3.0, 5.2, 2.3]  # virginica
+Factory = Callable[..., Any]
+
+
+def v2_body(data: Any, shape: list[int], datatype: str = "FP32", **extra: Any) -> dict[str, Any]:
+    return {"inputs": [{"name": "x", "shape": shape, "datatype": datatype, "data": data}], **extra}
+
+
+async def test_health_endpoints_before_the_model_is_loaded(make_client: Factory) -> None:
+    client, _ = await make_client(model=None)
+    live = await client.get("/healthz")
+    assert live.status_code == 200
+    assert live.headers["x-modeldeploy-track"] == "canary"
+    for path in ("/ready", "/v2/health/ready", "/v1/models/iris", "/v2/models/iris/ready"):
+        r = await client.get(path)
+        assert r.status_code == 503, path
+        assert "not ready yet" in r.json()["error"]
+    assert (await client.get("/v2/health/live")).json() == {"live": True}
+    r = await client.post("/v1/models/iris:predict", json={"instances": [ROW]})
+    assert r.status_code == 503
+
+
+async def test_health_and_metadata_when_ready(make_client: Factory) -> None:
+    client, _ = await make_client()
+    assert (await client.get("/ready")).json() == {"ready": True}
+    assert (await client.get("/v2/health/ready")).json() == {"ready": True}
+    assert (await client.get("/v1/models")).json() == {"models": ["iris"]}
+    assert (await client.get("/v1/models/iris")).json() == {"name": "iris", "ready": True}
+    assert (await client.get("/v2/models/iris/ready")).json() == {"name": "iris", "ready": True}
+    server = (await client.get("/v2")).json()
+    assert server["name"] == "modeldeploy-server"
+    assert server["extensions"] == []
+    meta = (await client.get("/v2/models/iris")).json()
+    assert meta["versions"] == ["v1"]
+    assert meta["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}]
+    assert [o["name"] for o in meta["outputs"]] == ["output-0", "probabilities"]
+    assert meta["outputs"][0]["datatype"] == "INT64"
+    assert meta["parameters"]["classes"] == [0, 1, 2]
+    assert (await client.get("/v2/models/iris/versions/v1")).status_code == 200
+
+
+async def test_v1_predict(make_client: Factory) -> None:
+    client, _ = await make_client()
+    r = await client.post("/v1/models/iris:predict", json={"instances": [ROW, ROW2]})
+    assert r.status_code == 200
+    assert r.json() == {"predictions": [0, 2]}
+    assert r.headers["x-modeldeploy-track"] == "canary"
+    assert r.headers["x-modeldeploy-model-version"] == "v1"
+
+
+async def test_v1_predict_proba_mode(make_client: Factory) -> None:
+    client, _ = await make_client(predict_proba_v1=True)
+    r = await client.post("/v1/models/iris:predict", json={"instances": [ROW]})
+    probs = r.json()["predictions"][0]
+    assert len(probs) == 3
+    assert abs(sum(probs) - 1) < 1e-9
+
+
+async def test_v1_records_keyed_by_feature_name(make_client: Factory) -> None:
+    client, _ = await make_client("named")
+    rec = {"petal_width": 2.3, "petal_length": 5.2, "sepal_width": 3.0, "sepal_length": 6.7}
+    r = await client.post("/v1/models/iris:predict", json={"instances": [rec]})
+    assert r.json() == {"predictions": [2]}
+    r = await client.post("/v1/models/iris:predict", json={"instances": [{"sepal_length": 1}]})
+    assert r.status_code == 400
+    assert "missing ['petal_length', 'petal_width', 'sepal_width']" in r.json()["error"]
+
+
+async def test_v2_infer_with_both_outputs(make_client: Factory) -> None:
+    client, _ = await make_client()
+    body = v2_body(
+        ROW + ROW2,
+        [2, 4],
+        id="req-7",
+        outputs=[{"name": "output-0"}, {"name": "probabilities"}],
+    )
+    r = await client.post("/v2/models/iris/infer", json=body)
+    assert r.status_code == 200
+    doc = r.json()
+    assert doc["model_name"] == "iris"
+    assert doc["model_version"] == "v1"
+    assert doc["id"] == "req-7"
+    pred, proba = doc["outputs"]
+    assert pred == {"name": "output-0", "datatype": "INT64", "shape": [2], "data": [0, 2]}
+    assert proba["name"] == "probabilities"
+    assert proba["shape"] == [2, 3]
+    assert proba["datatype"] == "FP64"
+    assert len(proba["data"]) == 6
+
+
+async def test_v2_versioned_path_nested_data_and_alias(make_client: Factory) -> None:
+    client, _ = await make_client()
+    body = v2_body([ROW], [1, 4], "FP64", outputs=[{"name": "predict_proba"}])
+    r = await client.post("/v2/models/iris/versions/v1/infer", json=body)
+    assert r.status_code == 200
+    (out,) = r.json()["outputs"]
+    assert out["name"] == "predict_proba"
+    assert out["shape"] == [1, 3]
+    assert "id" not in r.json()
+    r = await client.post("/v2/models/iris/versions/v9/infer", json=body)
+    assert r.status_code == 404
+    assert "no version 'v9'" in r.json()["error"]
+
+
+async def test_v2_one_tensor_per_feature(make_client: Factory) -> None:
+    client, _ = await make_client("named")
+    names = ["petal_width", "sepal_length", "petal_length", "sepal_width"]
+    values = {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3}
+    inputs = [{"name": n, "shape": [1], "datatype": "FP64", "data": [values[n]]} for n in names]
+    r = await client.post("/v2/models/iris/infer", json={"inputs": inputs})
+    assert r.json()["outputs"][0]["data"] == [2]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "fragment"),
+    [
+        (
+            "/v1/models/iris:predict",
+            {"instances": [[1.0, 2.0, 3.0]]},
+            400,
+            "expects shape [N, 4] (4 features per row, got 3)",
+        ),
+        ("/v1/models/iris:predict", {"instances": ROW}, 400, "expects shape [N, 4]"),
+        ("/v1/models/iris:predict", {"instances": [[1, 2, 3, "x"]]}, 400, "could not convert"),
+        ("/v1/models/iris:predict", b'{"instances": [[1, 2, 3, 1e400]]}', 400, "is infinity"),
+        ("/v2/models/iris/infer", v2_body([1, 2, 3, 7e4], [1, 4], "FP16"), 400, "infinite value"),
+        ("/v1/models/iris:predict", {"rows": [ROW]}, 400, '"instances" is required'),
+        ("/v1/models/other:predict", {"instances": [ROW]}, 404, "serves 'iris'"),
+        ("/v2/models/iris/infer", v2_body(ROW, [2, 4]), 400, "needs 8 values"),
+        ("/v2/models/iris/infer", v2_body(ROW, [4]), 400, "expects shape [N, 4]"),
+        ("/v2/models/iris/infer", v2_body([1, 2, 3], [1, 3]), 400, "expects shape [N, 4]"),
+        ("/v2/models/iris/infer", v2_body(ROW, [1, 4], "BF16"), 400, "'BF16' is not supported"),
+        ("/v2/models/nope/infer", v2_body(ROW, [1, 4]), 404, "does not exist"),
+    ],
+)
+async def test_bad_input_is_a_4xx_with_a_reason(
+    make_client: Factory, path: str, body: Any, status: int, fragment: str
+) -> None:
+    client, _ = await make_client()
+    r = await (
+        client.post(path, content=body) if isinstance(body, bytes) else client.post(path, json=body)
+    )
+    assert r.status_code == status
+    assert fragment in r.json()["error"]
+    assert r.headers["x-modeldeploy-track"] == "canary"
+    # The server keeps serving afterwards.
+    ok = await client.post("/v1/models/iris:predict", json={"instances": [ROW]})
+    assert ok.json() == {"predictions": [0]}
+
+
+async def test_nan_is_refused_only_when_the_model_cannot_take_it(make_client: Factory) -> None:
+    client, _ = await make_client("logreg")
+    r = await client.post("/v1/models/iris:predict", json={"instances": [[5.1, None, 1.4, 0.2]]})
+    assert r.status_code == 400
+    assert "missing value (null/NaN) at [0, 1]" in r.json()["error"]
+    forest, _ = await make_client("forest")
+    r = await forest.post("/v1/models/iris:predict", json={"instances": [[5.1, None, 1.4, 0.2]]})
+    assert r.status_code == 200
+
+
+async def test_proba_on_a_regressor_is_refused(make_client: Factory) -> None:
+    client, _ = await make_client("regressor")
+    body = v2_body([1.0, 2.0, 3.0], [1, 3], outputs=[{"name": "probabilities"}])
+    r = await client.post("/v2/models/iris/infer", json=body)
+    assert r.status_code == 400
+    assert "LinearRegression does not offer" in r.json()["error"]
+    r = await client.post("/v2/models/iris/infer", json=v2_body([1.0, 2.0, 3.0], [1, 3]))
+    assert r.json()["outputs"][0]["datatype"] == "FP64"
+
+
+async def test_malformed_json_names_the_position(make_client: Factory) -> None:
+    client, _ = await make_client()
+    r = await client.post("/v1/models/iris:predict", content=b'{"instances": [[1, 2,')
+    assert r.status_code == 400
+    assert r.json()["error"].startswith("malformed JSON")
+
+
+async def test_body_limit_by_content_length(make_client: Factory) -> None:
+    client, dp = await make_client(max_body_bytes=2048)
+    r = await client.post("/v1/models/iris:predict", json={"instances": [ROW] * 200})
+    assert r.status_code == 413
+    assert "2048-byte limit" in r.json()["error"]
+    assert r.headers["x-modeldeploy-track"] == "canary"
+    assert dp.metrics.errors.labels("payload_too_large")._value.get() == 1
+
+
+async def test_body_limit_without_content_length(make_client: Factory) -> None:
+    client, _ = await make_client(max_body_bytes=2048)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"instances": ['
+        for _ in range(200):
+            yield b"[5.1, 3.5, 1.4, 0.2],"
+        yield b"[5.1, 3.5, 1.4, 0.2]]}"
+
+    r = await client.post("/v1/models/iris:predict", content=chunks())
+    assert r.status_code == 413
+
+
+async def test_unknown_path_and_method_are_json(make_client: Factory) -> None:
+    client, _ = await make_client()
+    r = await client.get("/nope")
+    assert r.status_code == 404
+    assert r.json() == {"error": "Not Found"}
+    assert r.headers["x-modeldeploy-track"] == "canary"
+    r = await client.get("/v1/models/iris:predict")
+    assert r.status_code in (404, 405)
+    assert "error" in r.json()
+    r = await client.post("/v1/models/iris:explain")
+    assert r.status_code == 501
+
+
+async def test_concurrent_requests_are_answered_individually(make_client: Factory) -> None:
+    client, dp = await make_client()
+    rows = [ROW, ROW2] * 20
+    responses = await asyncio.gather(
+        *(client.post("/v1/models/iris:predict", json={"instances": [r]}) for r in rows)
+    )
+    assert [resp.json()["predictions"][0] for resp in responses] == [0, 2] * 20
+    assert dp.metrics.batch_rows._sum.get() == 40  # every row went through the model once
+
+
+async def test_metrics_exposition(make_client: Factory) -> None:
+    client, _ = await make_client()
+    await client.post("/v1/models/iris:predict", json={"instances": [ROW, ROW, ROW2]})
+    await client.post("/v1/models/iris:predict", json={"instances": [[1]]})
+    text = (await client.get("/metrics")).text
+    assert (
+        'modeldeploy_requests_total{endpoint="/v1/models/{name}:predict",protocol="v1",'
+        'status="200"} 1.0' in text
+    )
+    assert 'modeldeploy_errors_total{reason="invalid_input"} 1.0' in text
+    assert 'modeldeploy_predicted_class_total{class="0"} 2.0' in text
+    assert 'modeldeploy_predicted_class_total{class="2"} 1.0' in text
+    assert "modeldeploy_request_duration_seconds_bucket" in text
+    assert "modeldeploy_batch_rows_bucket" in text
+    assert (
+        'modeldeploy_model_info{estimator="sklearn.ensemble._forest.RandomForestClassifier"' in text
+    )
+    assert 'track="canary"' in text
+    assert 'uri="s3://models/iris/"' in text
+    assert "modeldeploy_model_load_seconds" in text
+    assert "modeldeploy_model_ready 1.0" in text
+
+
+async def test_openapi_documents_the_raw_bodies(make_client: Factory) -> None:
+    client, _ = await make_client()
+    spec = (await client.get("/openapi.json")).json()
+    predict = spec["paths"]["/v1/models/{name}:predict"]["post"]
+    ref = predict["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert ref == "#/components/schemas/V1PredictRequest"
+    assert "V2InferRequest" in spec["components"]["schemas"]
+    assert "V2Tensor" in spec["components"]["schemas"]
+    assert "/v2/models/{name}/versions/{version}/infer" in spec["paths"]
+    assert (await client.get("/docs")).status_code == 200
