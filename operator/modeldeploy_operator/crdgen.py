@@ -151,7 +151,6 @@ def openapi_schema() -> Schema:
                 "message": f"metadata.name must start with a letter, contain only lower-case "
                 f"letters, digits and '-', and be at most {MAX_NAME} characters (the operator "
                 "creates Services named <name>-stable and <name>-canary)",
-                "fieldPath": ".metadata.name",
                 "reason": "FieldValueInvalid",
             }
         ],

@@ -84,13 +84,8 @@ def _cel(
     message: str,
     field_path: str | None = None,
     reason: str = "FieldValueInvalid",
-    *,
-    message_expression: str | None = None,
 ) -> JsonDict:
     out: JsonDict = {"rule": rule, "message": message, "reason": reason}
-    if message_expression:
-        # The static message stays as the fallback when the expression fails to evaluate.
-        out["messageExpression"] = message_expression
     if field_path:
         out["fieldPath"] = field_path
     return out
@@ -190,11 +185,6 @@ class AutoscalingSpec(_Model):
                 "spec.autoscaling.minReplicas must be less than or equal to "
                 "spec.autoscaling.maxReplicas",
                 ".minReplicas",
-                message_expression=(
-                    "'spec.autoscaling.minReplicas (' + string(self.minReplicas) + ') must be "
-                    "less than or equal to spec.autoscaling.maxReplicas (' + "
-                    "string(self.maxReplicas) + ')'"
-                ),
             )
         )
     )
