@@ -6,10 +6,12 @@ into a non-zero exit status (after bootstrap has written the termination log).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -26,6 +28,26 @@ def _configure_logging(level: str) -> None:
     # fsspec/botocore chatter at INFO would bury our own progress lines.
     for noisy in ("botocore", "aiobotocore", "s3fs", "fsspec", "urllib3", "google"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def _server_class() -> Any:
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn re-raises SIGTERM after its graceful shutdown, so a clean stop would end with
+        exit status 143 and Kubernetes would record the container as failed; exit 0 instead."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    captured = getattr(self, "_captured_signals", None)
+                    if isinstance(captured, list):
+                        captured.clear()
+
+    return GracefulServer
 
 
 def run(settings: Settings) -> int:
@@ -76,7 +98,7 @@ def run(settings: Settings) -> int:
         server_header=False,
         timeout_graceful_shutdown=20,
     )
-    server = uvicorn.Server(config)
+    server = _server_class()(config)
     log.info(
         "modeldeploy-server starting on %s:%d for model %s (track %s)",
         settings.host,

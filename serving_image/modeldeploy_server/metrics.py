@@ -38,7 +38,7 @@ class Metrics:
 
     def __init__(self) -> None:
         # *_created series double the exposition size and no dashboard uses them.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         r = self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)

@@ -9,7 +9,6 @@ that is neither trusted by skops itself nor in our explicit allow-list, and says
 from __future__ import annotations
 
 import logging
-import pickle
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,8 +161,9 @@ def load_model(
                 "server image; serve only scikit-learn objects or build an image with it",
                 reason="unreadable_model",
             ) from exc
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-                ImportError, IndexError, KeyError, OSError) as exc:  # fmt: skip
+        except Exception as exc:
+            # Corrupt pickles fail in many ways: UnpicklingError, EOFError, ValueError, even
+            # MemoryError when a garbage frame header claims exabytes.
             raise StartupError(
                 f"could not load {path.name} as a {'skops' if use_skops else 'joblib/pickle'} "
                 f"model ({type(exc).__name__}: {exc}); the file is corrupt or not a model saved "

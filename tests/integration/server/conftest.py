@@ -1,0 +1,118 @@
+"""Real storage servers on loopback for the server's integration tests.
+
+* ``http_store``: a threading ``http.server`` serving a temporary directory; a ``hold`` event lets a
+  test freeze a download mid-flight without sleeping.
+* ``s3_store``: moto's standalone ``ThreadedMotoServer`` (a real S3 HTTP API), with boto3 to upload
+  and the AWS_* / S3_ENDPOINT_URL environment a pod would get from its credentials Secret.
+* tiny iris models as bytes: joblib, skops, an skops file with an untrusted type, and garbage.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import os
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import boto3
+import joblib
+import pytest
+import skops.io as sio
+from moto.server import ThreadedMotoServer
+from server_stores import HttpStore, S3Store
+from sklearn.datasets import load_iris
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+
+@pytest.fixture(scope="session")
+def iris_forest() -> RandomForestClassifier:
+    x, y = load_iris(return_X_y=True)
+    return RandomForestClassifier(n_estimators=10, random_state=0).fit(x, y)
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory, iris_forest: Any) -> dict[str, bytes]:
+    d = tmp_path_factory.mktemp("artifacts")
+    x, y = load_iris(return_X_y=True)
+    joblib.dump(iris_forest, d / "model.joblib")
+    sio.dump(iris_forest, d / "model.skops")
+    untrusted = make_pipeline(FunctionTransformer(operator.neg), LogisticRegression(max_iter=500))
+    sio.dump(untrusted.fit(x, y), d / "untrusted.skops")
+    return {
+        "joblib": (d / "model.joblib").read_bytes(),
+        "skops": (d / "model.skops").read_bytes(),
+        "untrusted_skops": (d / "untrusted.skops").read_bytes(),
+        "corrupt": b"\x80\x04\x95 definitely not a pickle",
+    }
+
+
+@pytest.fixture
+def http_store(tmp_path: Path) -> Iterator[HttpStore]:
+    root = tmp_path / "www"
+    root.mkdir()
+    store = HttpStore(root=root, url="")
+    store.hold.set()  # not held unless a test clears it
+
+    class Handler(SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            store.requests.append(self.path)
+            if not store.hold.is_set():
+                store.held.set()
+                store.hold.wait(timeout=60)
+            super().do_GET()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    store.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield store
+    store.hold.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_store(moto_server: str, request: pytest.FixtureRequest) -> S3Store:
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "S3_ENDPOINT_URL": moto_server,
+    }
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto_server,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    # One bucket per test keeps tests independent on the shared moto server.
+    bucket = "t-" + request.node.name.lower().replace("_", "-")[:50].strip("-")
+    bucket = "".join(c if c.isalnum() or c == "-" else "-" for c in bucket)
+    client.create_bucket(Bucket=bucket)
+    return S3Store(endpoint=moto_server, env=env, client=client, bucket=bucket)
+
+
+@pytest.fixture
+def clean_env() -> dict[str, str]:
+    """The process environment minus anything AWS-ish this machine may carry."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
