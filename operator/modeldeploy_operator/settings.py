@@ -58,8 +58,9 @@ class OperatorSettings(BaseSettings):
     resync_seconds: float = Field(
         60.0, gt=0, description="Interval of the drift timer that re-reconciles every object."
     )
-    watch_server_timeout: float = Field(
-        300.0, gt=0, description="Server-side timeout of each watch request (seconds)."
+    # An integer: the API server rejects a fractional ?timeoutSeconds= with 400 BadRequest.
+    watch_server_timeout: int = Field(
+        300, gt=0, description="Server-side timeout of each watch request (seconds)."
     )
     watch_client_timeout: float = Field(
         330.0, gt=0, description="Client-side timeout of each watch request (seconds)."

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 from conftest import UID, make_md
-
 from modeldeploy_operator import builders
 from modeldeploy_operator.settings import OperatorSettings
 

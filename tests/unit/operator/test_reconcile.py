@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from conftest import FakeCluster, md_body
-
 from modeldeploy_operator import plan
 from modeldeploy_operator.errors import ApiError
 from modeldeploy_operator.reconcile import InvalidSpecError, reconcile
@@ -139,7 +138,8 @@ def test_a_rejected_apply_is_degraded_not_retried_forever(
 def test_a_conflict_is_returned_for_retry(cluster: FakeCluster, settings: OperatorSettings) -> None:
     cluster.fail[("apply", "iris")] = ApiError(409, "Conflict", "the object has been modified")
     out = reconcile(cluster, md_body(), settings)
-    assert out.retry is not None and out.retry.status == 409
+    assert out.retry is not None
+    assert out.retry.status == 409
     assert "apply Deployment/iris-stable" in cluster.writes()  # the others still went through
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from modeldeploy_operator.split import cannot_honour, effective_percent, split_replicas
 
 totals = st.integers(min_value=0, max_value=1000)
@@ -16,7 +15,8 @@ percents = st.integers(min_value=0, max_value=100)
 def test_tracks_add_up_to_the_total(total: int, percent: int) -> None:
     s = split_replicas(total, percent)
     assert s.stable + s.canary == total
-    assert s.stable >= 0 and s.canary >= 0
+    assert s.stable >= 0
+    assert s.canary >= 0
 
 
 @given(st.integers(min_value=2, max_value=1000), st.integers(min_value=1, max_value=99))

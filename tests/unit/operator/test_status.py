@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from conftest import load_fixture, make_md
-
 from modeldeploy_operator.status import Observed, compute_status, status_patch
 
 NOW = "2026-11-23T11:00:00Z"
@@ -31,7 +30,9 @@ def test_rolled_out_stable_and_canary_is_ready_with_effective_percent() -> None:
     st = compute_status(md, obs, {}, NOW)
     assert st["observedGeneration"] == 2
     assert st["url"] == "http://iris.default.svc.cluster.local"
-    assert st["replicas"] == 4 and st["readyReplicas"] == 4 and st["replicaCounts"] == "4/4"
+    assert st["replicas"] == 4
+    assert st["readyReplicas"] == 4
+    assert st["replicaCounts"] == "4/4"
     assert st["selector"] == "app.kubernetes.io/instance=iris,app.kubernetes.io/name=iris"
     assert st["stable"] == {
         "storageUri": "s3://models/iris/v1/model.joblib",
@@ -75,7 +76,8 @@ def test_rolling_update_reports_progress_and_is_not_ready() -> None:
 def test_missing_deployment_is_not_ready() -> None:
     st = compute_status(make_md(), Observed(deployments={"stable": None}), {}, NOW)
     assert cond(st, "Ready")["status"] == "False"
-    assert st["replicas"] == 0 and st["replicaCounts"] == "0/0"
+    assert st["replicas"] == 0
+    assert st["replicaCounts"] == "0/0"
 
 
 def test_the_servers_termination_message_becomes_the_degraded_message() -> None:
@@ -106,7 +108,8 @@ def test_a_crash_without_a_message_points_at_the_logs() -> None:
     )
     degraded = cond(compute_status(make_md(replicas=3), obs, {}, NOW), "Degraded")
     assert degraded["reason"] == "ServerCrashing"
-    assert "OOMKilled" in degraded["message"] and "kubectl logs --previous" in degraded["message"]
+    assert "OOMKilled" in degraded["message"]
+    assert "kubectl logs --previous" in degraded["message"]
 
 
 def test_image_pull_failure_names_the_image() -> None:
