@@ -75,7 +75,7 @@ def _rules(root: Schema, prefix: str) -> list[str]:
     for path, node in walk(root, prefix):
         for rule in node.get("x-kubernetes-validations") or []:
             where = path + rule.get("fieldPath", "")
-            lines.append(f"- `{where or '.'}`: `{rule['rule']}` — {_cell(rule['message'])}")
+            lines.append(f"- `{where or 'metadata'}`: `{rule['rule']}` — {_cell(rule['message'])}")
     return lines
 
 

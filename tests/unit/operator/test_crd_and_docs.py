@@ -1,0 +1,128 @@
+"""The checked-in CRD and API reference are exactly what the generators produce, the schema is
+structural and documented, and what the operator writes to status survives pruning."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from conftest import REPO_ROOT, load_fixture, make_md
+from modeldeploy_operator import crdgen, docgen
+from modeldeploy_operator.status import Observed, compute_status
+
+CRD_FILE = REPO_ROOT / "crds" / "modeldeploy.io_modeldeployments.yaml"
+API_DOC = REPO_ROOT / "docs" / "api.md"
+REGENERATE = "regenerate with: python -m modeldeploy_operator.{} > {}"
+
+
+def schema() -> dict[str, Any]:
+    s: dict[str, Any] = crdgen.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return s
+
+
+def test_checked_in_crd_is_up_to_date() -> None:
+    assert CRD_FILE.read_text() == crdgen.render(), REGENERATE.format("crdgen", CRD_FILE)
+
+
+def test_checked_in_api_reference_is_up_to_date() -> None:
+    assert API_DOC.read_text() == docgen.render(), REGENERATE.format("docgen", API_DOC)
+
+
+def test_crds_kustomization_lists_the_crd() -> None:
+    kust = yaml.safe_load((REPO_ROOT / "crds" / "kustomization.yaml").read_text())
+    assert kust["resources"] == [CRD_FILE.name]
+
+
+def test_every_field_has_a_type_and_a_description() -> None:
+    missing = [
+        path
+        for path, node in crdgen.walk(schema())
+        if path != ".metadata" and ("description" not in node or not node["description"].strip())
+    ]
+    assert missing == []
+    untyped = [p for p, n in crdgen.walk(schema()) if "type" not in n and "anyOf" not in n]
+    assert untyped == []
+
+
+def test_schema_is_structural() -> None:
+    forbidden = {"$ref", "$defs", "title", "oneOf", "allOf", "not"}
+    for path, node in crdgen.walk(schema()):
+        assert not forbidden & node.keys(), f"{path}: {forbidden & node.keys()}"
+        if "anyOf" in node:
+            assert node.get("x-kubernetes-int-or-string"), path
+
+
+def test_subresources_names_and_columns() -> None:
+    crd = crdgen.crd()
+    names = crd["spec"]["names"]
+    assert (names["kind"], names["plural"], names["shortNames"]) == (
+        "ModelDeployment",
+        "modeldeployments",
+        ["md"],
+    )
+    version = crd["spec"]["versions"][0]
+    assert version["subresources"] == {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
+    }
+    columns = [(c["name"], c.get("priority", 0)) for c in version["additionalPrinterColumns"]]
+    assert columns == [
+        ("Ready", 0),
+        ("Replicas", 0),
+        ("Canary", 0),
+        ("URL", 0),
+        ("Model", 1),
+        ("Age", 0),
+    ]
+
+
+def test_cel_rules_name_their_field_and_reason() -> None:
+    rules = [r for _, n in crdgen.walk(schema()) for r in n.get("x-kubernetes-validations", [])]
+    assert len(rules) >= 5
+    for rule in rules:
+        assert rule["reason"] in {"FieldValueInvalid", "FieldValueDuplicate", "FieldValueRequired"}
+        assert "spec." in rule["message"] or "metadata.name" in rule["message"]
+
+
+def _strict(node: dict[str, Any]) -> dict[str, Any]:
+    """The schema as the API server prunes: unknown fields are an error here, not silently lost."""
+    out = dict(node)
+    if "properties" in out:
+        out["properties"] = {k: _strict(v) for k, v in out["properties"].items()}
+        out.setdefault("additionalProperties", False)
+    if isinstance(out.get("items"), dict):
+        out["items"] = _strict(out["items"])
+    for k in [k for k in out if k.startswith("x-kubernetes-")]:
+        del out[k]
+    return out
+
+
+def test_status_the_operator_writes_survives_pruning() -> None:
+    md = make_md(replicas=4, canary={"storageUri": "s3://m/v2", "trafficPercent": 25})
+    obs = Observed(
+        deployments={
+            "stable": load_fixture("deployment-stable-available.json"),
+            "canary": load_fixture("deployment-canary-available.json"),
+        },
+        pods=[load_fixture("pod-stable-model-load-failed.json")],
+    )
+    status = compute_status(md, obs, {}, "2026-11-23T11:00:00Z")
+    jsonschema.validate(status, _strict(schema()["properties"]["status"]))
+
+
+@pytest.mark.parametrize("bad", [{"extra": 1}, {"replicas": -1}])
+def test_strict_status_schema_can_fail(bad: dict[str, Any]) -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, _strict(schema()["properties"]["status"]))
+
+
+def test_generated_crd_is_stable_across_runs() -> None:
+    digest = {hashlib.sha256(crdgen.render().encode()).hexdigest() for _ in range(3)}
+    assert len(digest) == 1
