@@ -100,7 +100,7 @@ wait_for() { # what seconds cmd...
   die "$what not ready after ${t}s (logs in $LOGS)"
 }
 
-render() { # template out  (replaces @VAR@ with the shell variable VAR)
+render() { # template out  (replaces @VAR@ with the exported shell variable VAR; writes on change)
   python3 - "$1" "$2" <<'PY'
 import os, re, sys
 src, dst = sys.argv[1], sys.argv[2]
@@ -110,7 +110,10 @@ def sub(m):
     if v is None:
         raise SystemExit(f"render {src}: @{m.group(1)}@ has no value")
     return v
-open(dst, "w").write(re.sub(r"@([A-Z_]+)@", sub, text))
+out = re.sub(r"@([A-Z_]+)@", sub, text)
+# write only on change: kube-proxy exits when its config file is touched
+if not os.path.exists(dst) or open(dst).read() != out:
+    open(dst, "w").write(out)
 PY
 }
 
@@ -308,6 +311,7 @@ up() {
   render "$HERE/node/kube-proxy-config.yaml.in" "$ND/kube-proxy-config.yaml"
   render "$HERE/node/coredns.yaml.in" "$ND/coredns.yaml"
   render "$HERE/node/metrics-server.yaml.in" "$ND/metrics-server.yaml"
+  render "$HERE/node/metrics-apiservice.yaml.in" "$ND/metrics-apiservice.yaml"
 
   if ! alive containerd; then
     say "starting containerd ($CTRD_SOCK)"
@@ -332,6 +336,7 @@ up() {
   wait_for "kube-proxy healthz" 60 curl -fsS --max-time 2 http://127.0.0.1:10256/healthz
   wait_for "node $NODE_NAME Ready" 90 node_ready
   say "node $NODE_NAME Ready"
+  apiserver_for_pods
 
   "${KUBECTL[@]}" apply -f "$ND/coredns.yaml" >/dev/null
   "${KUBECTL[@]}" apply -f "$ND/metrics-server.yaml" >/dev/null
@@ -345,6 +350,36 @@ up() {
     echo "DNS_IP=$DNS_IP"; echo "CONTAINERD_ADDRESS=$CTRD_SOCK"
   } > "$ND/node.env"
   say "real node up in $(( $(date +%s) - t0 ))s; state in $ND"
+}
+
+# The control plane binds and advertises 127.0.0.1 only, and the apiserver refuses to publish a
+# loopback endpoint for Service default/kubernetes ("may not be in the loopback range"), so pods
+# (CoreDNS, metrics-server, the operator) would find no endpoint behind 10.96.0.1:443. Bridge it:
+# a socat forwarder on the node address ($NODE_IP:$APISERVER_PORT -> 127.0.0.1:$APISERVER_PORT)
+# and an EndpointSlice of our own for that Service (the apiserver's reconciler writes only the
+# slice called "kubernetes", which it can't). Also let the apiserver resolve the node's name
+# (it dials kubelets by Hostname first): an /etc/hosts line, removed by `down`.
+apiserver_for_pods() {
+  start apiserver-proxy socat "TCP-LISTEN:$APISERVER_PORT,bind=$NODE_IP,fork,reuseaddr" "TCP:127.0.0.1:$APISERVER_PORT"
+  "${KUBECTL[@]}" apply -f - >/dev/null <<EOF
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kubernetes-real-node
+  namespace: default
+  labels:
+    kubernetes.io/service-name: kubernetes
+    endpointslice.kubernetes.io/managed-by: modeldeploy-real-node
+addressType: IPv4
+endpoints:
+- addresses: ["$NODE_IP"]
+  conditions: {ready: true}
+ports:
+- {name: https, port: $APISERVER_PORT, protocol: TCP}
+EOF
+  if ! grep -q "# modeldeploy-real-node$" /etc/hosts; then
+    echo "$NODE_IP $NODE_NAME # modeldeploy-real-node" >> /etc/hosts
+  fi
 }
 
 node_ready() {
@@ -362,12 +397,16 @@ import_app_images() {
   return 0
 }
 
-# metrics-server needs the apiserver's front-proxy (aggregation layer) configuration
+# metrics-server needs the apiserver's front-proxy (aggregation layer) configuration; without it
+# the APIService would be unavailable, which breaks discovery and so every namespace deletion
 aggregation_check() {
-  if ! "${KUBECTL[@]}" -n kube-system get configmap extension-apiserver-authentication \
+  if "${KUBECTL[@]}" -n kube-system get configmap extension-apiserver-authentication \
       -o jsonpath='{.data.requestheader-client-ca-file}' 2>/dev/null | grep -q BEGIN; then
+    "${KUBECTL[@]}" apply -f "$ND/metrics-apiservice.yaml" >/dev/null
+  else
+    "${KUBECTL[@]}" delete apiservice v1beta1.metrics.k8s.io --ignore-not-found >/dev/null
     say "WARNING: kube-apiserver runs without --requestheader-client-ca-file/--proxy-client-cert-file:"
-    say "  the metrics.k8s.io APIService (metrics-server, HPA) cannot work until local-cluster.sh adds them"
+    say "  metrics-server runs but its APIService stays unregistered (no metrics API, no HPA metrics)"
   fi
 }
 
@@ -392,6 +431,12 @@ down() {
   fi
   stop kube-proxy
   stop kubelet
+  stop apiserver-proxy
+  if grep -q "# modeldeploy-real-node$" /etc/hosts; then
+    # in place (not sed -i): /etc/hosts may be a bind mount that can't be replaced
+    grep -v "# modeldeploy-real-node$" /etc/hosts > "$ND/hosts.tmp"; cat "$ND/hosts.tmp" > /etc/hosts; rm -f "$ND/hosts.tmp"
+  fi
+  [ -n "$kubectl" ] && "${KUBECTL[@]}" -n default delete endpointslice kubernetes-real-node --ignore-not-found >/dev/null 2>&1 || true
   # 2. whatever is left: kill tasks, delete containers (the CRI sandboxes go with them)
   if alive containerd; then
     local ids
@@ -455,7 +500,7 @@ flush_chains() {
 status() {
   load_cluster
   local rc=0
-  for c in containerd kubelet kube-proxy; do
+  for c in containerd kubelet kube-proxy apiserver-proxy; do
     if alive "$c"; then echo "$c running (pid $(cat "$PIDS/$c.pid"))"; else echo "$c not running"; rc=1; fi
   done
   node_ready && echo "node $NODE_NAME Ready" || { echo "node $NODE_NAME not Ready"; rc=1; }
@@ -476,6 +521,9 @@ smoke() {
     image="${SMOKE_IMAGE:-modeldeploy-base:bookworm-1}"; mode=http
   fi
   import_image "$image"
+  if [ "$("${KUBECTL[@]}" get ns "$ns" -o jsonpath='{.status.phase}' 2>/dev/null)" = Terminating ]; then
+    "${KUBECTL[@]}" wait --for=delete "namespace/$ns" --timeout=90s >/dev/null 2>&1 || true
+  fi
   "${KUBECTL[@]}" create namespace "$ns" --dry-run=client -o yaml | "${KUBECTL[@]}" apply -f - >/dev/null
   if [ "$mode" = server ]; then
     "${KUBECTL[@]}" -n "$ns" create configmap smoke-model --from-file=model.joblib="$(smoke_model)" \
@@ -550,7 +598,8 @@ PY
   dns="$("${KUBECTL[@]}" -n "$ns" exec smoke -- python3 -c \
     "import socket;print(socket.gethostbyname('smoke.$ns.svc.$CLUSTER_DOMAIN'))" 2>&1)" || true
   echo "in-pod DNS smoke.$ns.svc.$CLUSTER_DOMAIN -> $dns (Service IP $ip)"
-  [ "${SMOKE_KEEP:-0}" = 1 ] || "${KUBECTL[@]}" delete namespace "$ns" --wait=false >/dev/null
+  [ "${SMOKE_KEEP:-0}" = 1 ] || "${KUBECTL[@]}" -n "$ns" delete pod/smoke service/smoke configmap/smoke-model \
+    --ignore-not-found --wait=false >/dev/null
   case "$out" in *predictions*|*hello*) return 0 ;; *) die "unexpected answer from $url" ;; esac
 }
 
