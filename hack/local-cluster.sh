@@ -565,6 +565,9 @@ EOF
 
   log "starting kube-controller-manager, kube-scheduler"
   local kcm="$KCFGS/controller-manager.kubeconfig" sch="$KCFGS/scheduler.kubeconfig"
+  # kwok's default node heartbeat comes every 20-45 s (+ processing), which can exceed the default
+  # 50 s grace period: the node would flap NotReady and the node-lifecycle controller would mark
+  # every pod NotReady for good (kwok only sets Ready once). A 5 min grace period keeps it steady.
   start kube-controller-manager "$BIN_DIR/kube-controller-manager" \
     --kubeconfig "$kcm" --authentication-kubeconfig "$kcm" --authorization-kubeconfig "$kcm" \
     --bind-address 127.0.0.1 --secure-port "$KCM_PORT" --leader-elect=false \
@@ -572,7 +575,8 @@ EOF
     --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
     --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
     --service-cluster-ip-range "$SERVICE_CIDR" \
-    --horizontal-pod-autoscaler-sync-period 5s
+    --horizontal-pod-autoscaler-sync-period 5s \
+    --node-monitor-grace-period 5m
   start kube-scheduler "$BIN_DIR/kube-scheduler" \
     --kubeconfig "$sch" --authentication-kubeconfig "$sch" --authorization-kubeconfig "$sch" \
     --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --leader-elect=false

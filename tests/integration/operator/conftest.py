@@ -84,7 +84,8 @@ def _apply_crds(cluster: Cluster) -> None:
     crds = REPO_ROOT / "crds"
     if not any(crds.glob("*.yaml")):
         pytest.fail("crds/ holds no CRD yet: nothing to test the operator against")
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crds))
+    how = "-k" if (crds / "kustomization.yaml").exists() else "-f"
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", how, str(crds))
     cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
 
 
@@ -124,6 +125,9 @@ def _operator_kubeconfig_external(cluster: Cluster, path: Path) -> Path:
 @pytest.fixture(scope="session")
 def operator_kubeconfig(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
     _apply_crds(cluster)
+    override = os.environ.get("MODELDEPLOY_TEST_OPERATOR_KUBECONFIG")
+    if override:  # e.g. to bisect an RBAC problem: run the operator with other credentials
+        return Path(override)
     if not (REPO_ROOT / "deploy" / "kustomization.yaml").exists():
         pytest.fail("deploy/kustomization.yaml does not exist yet: no RBAC to run the operator as")
     if cluster.state_dir is not None:
@@ -148,6 +152,7 @@ def operator(
         pytest.fail(f"{proc.executable} is missing: run hack/bootstrap.sh")
     proc.start()
     try:
+        proc.wait_alive()
         yield proc
     finally:
         proc.stop()

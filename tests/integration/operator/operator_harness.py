@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,6 +249,14 @@ def wait_md_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 
     )
 
 
+def ready_md(cluster: Cluster, namespace: str, name: str) -> Obj:
+    """The ModelDeployment, asserting it is Ready at its current generation (no waiting: for use
+    inside `eventually`)."""
+    md = cluster.get_md(namespace, name)
+    assert is_ready(md), f"{namespace}/{name} not Ready at generation: {md.get('status')}"
+    return md
+
+
 def md_manifest(name: str, spec: Obj) -> Obj:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -290,6 +300,12 @@ def track_replicas(cluster: Cluster, namespace: str, name: str) -> dict[str, int
 
 
 # ---------------------------------------------------------------------------------------- operator
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class OperatorProcess:
     """The real operator (`.venv/bin/modeldeploy-operator`) as a subprocess, authenticated as its
     ServiceAccount through `kubeconfig`, logging to `log_path`."""
@@ -299,10 +315,17 @@ class OperatorProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.liveness_port = 0
 
     @property
     def executable(self) -> Path:
         return REPO_ROOT / ".venv" / "bin" / "modeldeploy-operator"
+
+    @property
+    def command(self) -> list[str]:
+        """The operator's console script, or MODELDEPLOY_TEST_OPERATOR_CMD (split on spaces)."""
+        override = os.environ.get("MODELDEPLOY_TEST_OPERATOR_CMD")
+        return override.split() if override else [str(self.executable)]
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "operator already running"
@@ -318,11 +341,16 @@ class OperatorProcess:
         )
         env.pop("KUBERNETES_SERVICE_HOST", None)  # never fall back to in-cluster config
         self.starts += 1
+        self.liveness_port = free_port()
         with self.log_path.open("ab") as log:
             log.write(f"\n===== operator start #{self.starts} =====\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                [str(self.executable)],
+                [
+                    *self.command,
+                    "--liveness",
+                    f"http://127.0.0.1:{self.liveness_port}/healthz",
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -330,6 +358,21 @@ class OperatorProcess:
                 cwd=str(REPO_ROOT),
                 start_new_session=True,
             )
+
+    def wait_alive(self, timeout: float = 60) -> None:
+        """Until kopf's liveness endpoint answers 200 (the operator has started its watches)."""
+
+        def alive() -> bool:
+            assert self.running(), f"the operator exited; see {self.log_path}"
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2
+                ) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        wait_until(alive, "the operator's liveness endpoint", timeout)
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

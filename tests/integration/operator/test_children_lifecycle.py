@@ -15,6 +15,7 @@ from operator_harness import (
     eventually,
     iris_spec,
     md_manifest,
+    ready_md,
     wait_md_ready,
     wait_until,
 )
@@ -27,13 +28,16 @@ def _setup(cluster: Cluster, namespace: str, name: str = "heal") -> None:
         autoscaling={"minReplicas": 3, "maxReplicas": 5, "targetCPUUtilizationPercentage": 80},
     )
     cluster.create_md(namespace, md_manifest(name, spec))
-    md = wait_md_ready(cluster, namespace, name)
-    eventually(lambda: assert_children(cluster, namespace, md), "the initial children")
+    wait_md_ready(cluster, namespace, name)
+    eventually(
+        lambda: assert_children(cluster, namespace, ready_md(cluster, namespace, name)),
+        "the initial children",
+    )
 
 
 def _converged(cluster: Cluster, namespace: str, name: str, what: str) -> None:
     eventually(
-        lambda: assert_children(cluster, namespace, wait_md_ready(cluster, namespace, name)),
+        lambda: assert_children(cluster, namespace, ready_md(cluster, namespace, name)),
         what,
     )
 
@@ -80,7 +84,7 @@ def test_edited_children_are_restored(cluster: Cluster, namespace: str) -> None:
             }
         }
     }
-    cluster.kubectl(
+    patched = cluster.kubectl(
         "patch",
         "-n",
         namespace,
@@ -88,7 +92,10 @@ def test_edited_children_are_restored(cluster: Cluster, namespace: str) -> None:
         "--type=strategic",
         "-p",
         json.dumps(patch),
-    )
+        "-o",
+        "json",
+    ).stdout
+    assert container(json.loads(patched))["image"] == "busybox:1.36"  # the edit did land
     cluster.kubectl(
         "patch",
         "-n",
@@ -108,10 +115,9 @@ def test_edited_children_are_restored(cluster: Cluster, namespace: str) -> None:
         "-p",
         json.dumps({"spec": {"maxReplicas": 50}}),
     )
-    assert container(cluster.deployment(namespace, "heal-canary"))["image"] == "busybox:1.36"
 
     def restored() -> None:
-        md = wait_md_ready(cluster, namespace, "heal")
+        md = ready_md(cluster, namespace, "heal")
         assert_children(cluster, namespace, md)
         stable = cluster.deployment(namespace, "heal-stable")
         canary = cluster.deployment(namespace, "heal-canary")

@@ -10,6 +10,7 @@ from operator_harness import (
     eventually,
     iris_spec,
     md_manifest,
+    ready_md,
     wait_md_ready,
     wait_until,
 )
@@ -47,8 +48,11 @@ def test_sigkill_mid_reconcile_then_restart_converges_without_duplicates(
         cluster.patch_md(namespace, name, {"spec": {"canary": {"trafficPercent": 50}}})
         operator.start()
 
-        md = wait_md_ready(cluster, namespace, name)
-        eventually(lambda: assert_children(cluster, namespace, md), "children after the restart")
+        wait_md_ready(cluster, namespace, name)
+        eventually(
+            lambda: assert_children(cluster, namespace, ready_md(cluster, namespace, name)),
+            "children after the restart",
+        )
 
         # a second kill right after a change, before it can be reconciled
         operator.kill()
@@ -59,7 +63,7 @@ def test_sigkill_mid_reconcile_then_restart_converges_without_duplicates(
             operator.start()
 
     def final() -> None:
-        md = wait_md_ready(cluster, namespace, name)
+        md = ready_md(cluster, namespace, name)
         assert_children(cluster, namespace, md)
         assert_split(cluster, namespace, md, total=4, percent=25)
 

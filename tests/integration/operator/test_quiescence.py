@@ -21,6 +21,7 @@ from operator_harness import (
     iris_spec,
     md_manifest,
     operator_writes,
+    ready_md,
     wait_md_ready,
     wait_until,
 )
@@ -112,8 +113,11 @@ def test_unchanged_modeldeployment_causes_no_writes_for_a_minute(
         replicas=2, canary={"storageUri": "s3://models/iris/v2/", "trafficPercent": 50}
     )
     cluster.create_md(namespace, md_manifest("quiet", spec))
-    md = wait_md_ready(cluster, namespace, "quiet")
-    eventually(lambda: assert_children(cluster, namespace, md), "the children")
+    wait_md_ready(cluster, namespace, "quiet")
+    eventually(
+        lambda: assert_children(cluster, namespace, ready_md(cluster, namespace, "quiet")),
+        "the children",
+    )
     eventually(
         lambda: _deployments_settled(cluster, namespace, "quiet"),
         "the Deployment controller's status writes to settle",

@@ -10,6 +10,7 @@ from operator_harness import (
     eventually,
     iris_spec,
     md_manifest,
+    ready_md,
     wait_md_ready,
     wait_until,
 )
@@ -33,7 +34,7 @@ def test_kubectl_scale_resplits_replicas(cluster: Cluster, namespace: str) -> No
         cluster.kubectl("scale", "-n", namespace, "md/split", f"--replicas={total}")
 
         def check(total: int = total) -> None:
-            md = wait_md_ready(cluster, namespace, "split")
+            md = ready_md(cluster, namespace, "split")
             assert md["spec"]["replicas"] == total
             assert md["status"]["replicas"] == total, md["status"]
             assert md["status"]["readyReplicas"] == total, md["status"]
@@ -61,7 +62,7 @@ def test_canary_percent_changes_resplit_and_removal_deletes_the_track(
         cluster.patch_md(namespace, "split", {"spec": {"canary": {"trafficPercent": percent}}})
 
         def check(percent: int = percent) -> None:
-            md = wait_md_ready(cluster, namespace, "split")
+            md = ready_md(cluster, namespace, "split")
             assert_split(cluster, namespace, md, total=10, percent=percent)
 
         eventually(check, f"the split at {percent}%")
@@ -93,7 +94,7 @@ def test_canary_percent_changes_resplit_and_removal_deletes_the_track(
 
     wait_until(canary_gone, "the canary Deployment and Service to be deleted")
     eventually(
-        lambda: assert_children(cluster, namespace, wait_md_ready(cluster, namespace, "split")),
+        lambda: assert_children(cluster, namespace, ready_md(cluster, namespace, "split")),
         "the stable track to serve all 10 replicas",
     )
     assert cluster.deployment(namespace, "split-stable")["spec"]["replicas"] == 10
