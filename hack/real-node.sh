@@ -191,20 +191,20 @@ build_node_images() {
     /metrics-server 65534:65534
 }
 
-# docker save | ctr import, skipped when containerd already has that image id
+# docker save | ctr import, skipped when containerd already holds that docker image id (recorded
+# beside containerd's root, which hack/build-images.sh writes too)
 import_image() { # docker-image-ref
-  local ref=$1 full id have
+  local ref=$1 full id rec
   id="$("$DOCKER" image inspect -f '{{.Id}}' "$ref" 2>/dev/null)" || { say "no docker image $ref; skipped"; return 0; }
   case "$ref" in */*/*|*.*/*) full=$ref ;; */*) full="docker.io/$ref" ;; *) full="docker.io/library/$ref" ;; esac
-  have="$("${CTR[@]}" images ls "name==$full" 2>/dev/null | awk 'NR>1{print $3}')"
-  if [ -n "$have" ] && "${CTR[@]}" images ls "name==$full" -q >/dev/null 2>&1 \
-     && [ "$(cat "$ND/imported/$(echo "$full" | tr '/:' '__')" 2>/dev/null)" = "$id" ]; then
+  rec="$NODE_CACHE/imported/$(echo "$full" | tr '/:' '__')"
+  if [ "$(cat "$rec" 2>/dev/null)" = "$id" ] && [ -n "$("${CTR[@]}" images ls -q "name==$full" 2>/dev/null)" ]; then
     return 0
   fi
   say "importing $ref into containerd (k8s.io)"
-  "$DOCKER" save "$ref" | "${CTR[@]}" images import --no-unpack=false - >/dev/null
-  mkdir -p "$ND/imported"
-  echo "$id" > "$ND/imported/$(echo "$full" | tr '/:' '__')"
+  "$DOCKER" save "$ref" | "${CTR[@]}" images import - >/dev/null
+  mkdir -p "$NODE_CACHE/imported"
+  echo "$id" > "$rec"
 }
 
 # -------------------------------------------------------------------------------- certificates
@@ -486,8 +486,8 @@ flush_chains() {
   local table chain
   for table in filter nat mangle; do
     # drop every rule that jumps to one of our chains, then flush and delete the chains
-    iptables -t "$table" -S 2>/dev/null | grep -E '^-A .* -j (KUBE-|CNI-)' | sed 's/^-A/-D/' \
-      | while read -r rule; do eval "iptables -t $table $rule" 2>/dev/null || true; done
+    { iptables -t "$table" -S 2>/dev/null || true; } | { grep -E '^-A .* -j (KUBE-|CNI-)' || true; } \
+      | sed 's/^-A/-D/' | while read -r rule; do eval "iptables -t $table $rule" 2>/dev/null || true; done
     for chain in $(iptables -t "$table" -S 2>/dev/null | awk '/^-N (KUBE-|CNI-)/{print $2}'); do
       iptables -t "$table" -F "$chain" 2>/dev/null || true
     done
