@@ -585,7 +585,7 @@ EOF
   start kwok "$BIN_DIR/kwok" --kubeconfig "$KCFGS/kwok.kubeconfig" \
     --manage-all-nodes=false \
     --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
-    --cidr 10.244.0.0/16 --node-ip 10.0.0.1 \
+    --cidr 10.244.0.0/17 --node-ip 10.0.0.1 \
     --server-address "127.0.0.1:$KWOK_PORT" \
     --config "$STATE_DIR/kwok-stages.yaml"
   "$KUBECTL" --kubeconfig "$STATE_DIR/kubeconfig" apply -f - >/dev/null <<EOF
