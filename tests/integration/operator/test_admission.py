@@ -7,6 +7,7 @@ import copy
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes.client.exceptions import ApiException
 from operator_harness import Cluster, Obj, iris_spec, md_manifest
 
@@ -31,24 +32,40 @@ _AUTO = iris_spec(autoscaling={"minReplicas": 2, "maxReplicas": 4})
 
 # (id, spec, words the message must contain: the field's name)
 INVALID: list[tuple[str, Obj, list[str]]] = [
-    ("bad-scheme", _with("model.storageUri", "ftp://models/iris/"), ["storageUri"]),
-    ("no-scheme", _with("model.storageUri", "models/iris/"), ["storageUri"]),
-    ("missing-uri", _with("model.storageUri", _DELETE), ["storageUri"]),
-    ("missing-model", _with("model", _DELETE), ["model"]),
-    ("unknown-format", _with("model.format", "tensorflow"), ["format"]),
-    ("bad-sha256", _with("model.sha256", "not-a-digest"), ["sha256"]),
-    ("short-sha256", _with("model.sha256", "ab" * 16), ["sha256"]),
-    ("negative-replicas", _with("replicas", -1), ["replicas"]),
-    ("percent-above-100", _with("canary.trafficPercent", 101, _CANARY), ["trafficPercent"]),
-    ("percent-negative", _with("canary.trafficPercent", -5, _CANARY), ["trafficPercent"]),
-    ("canary-without-uri", _with("canary.storageUri", _DELETE, _CANARY), ["storageUri"]),
-    ("canary-bad-scheme", _with("canary.storageUri", "mailto:x@y", _CANARY), ["storageUri"]),
-    ("min-above-max", _with("autoscaling.minReplicas", 5, _AUTO), ["minReplicas"]),
-    ("max-zero", _with("autoscaling.maxReplicas", 0, _AUTO), ["maxReplicas"]),
+    ("bad-scheme", _with("model.storageUri", "ftp://models/iris/"), ["spec.model.storageUri"]),
+    ("no-scheme", _with("model.storageUri", "models/iris/"), ["spec.model.storageUri"]),
+    ("missing-uri", _with("model.storageUri", _DELETE), ["spec.model.storageUri"]),
+    ("missing-model", _with("model", _DELETE), ["spec.model"]),
+    ("unknown-format", _with("model.format", "tensorflow"), ["spec.model.format"]),
+    ("bad-sha256", _with("model.sha256", "not-a-digest"), ["spec.model.sha256"]),
+    ("short-sha256", _with("model.sha256", "ab" * 16), ["spec.model.sha256"]),
+    ("negative-replicas", _with("replicas", -1), ["spec.replicas"]),
+    (
+        "percent-above-100",
+        _with("canary.trafficPercent", 101, _CANARY),
+        ["spec.canary.trafficPercent"],
+    ),
+    (
+        "percent-negative",
+        _with("canary.trafficPercent", -5, _CANARY),
+        ["spec.canary.trafficPercent"],
+    ),
+    (
+        "canary-without-uri",
+        _with("canary.storageUri", _DELETE, _CANARY),
+        ["spec.canary.storageUri"],
+    ),
+    (
+        "canary-bad-scheme",
+        _with("canary.storageUri", "mailto:x@y", _CANARY),
+        ["spec.canary.storageUri"],
+    ),
+    ("min-above-max", _with("autoscaling.minReplicas", 5, _AUTO), ["spec.autoscaling.minReplicas"]),
+    ("max-zero", _with("autoscaling.maxReplicas", 0, _AUTO), ["spec.autoscaling.maxReplicas"]),
     (
         "cpu-target-zero",
         _with("autoscaling.targetCPUUtilizationPercentage", 0, _AUTO),
-        ["targetCPUUtilizationPercentage"],
+        ["spec.autoscaling.targetCPUUtilizationPercentage"],
     ),
 ]
 
@@ -71,8 +88,6 @@ def test_invalid_modeldeployment_is_rejected_naming_the_field(
 
 def test_kubectl_apply_shows_the_field_to_the_user(cluster: Cluster, namespace: str) -> None:
     manifest = md_manifest("bad", _with("canary.trafficPercent", 150, _CANARY))
-    import yaml
-
     proc = cluster.kubectl(
         "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest), check=False
     )
