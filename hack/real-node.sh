@@ -281,7 +281,11 @@ setup_network() {
     ip link add "$BRIDGE" type bridge
     echo "$BRIDGE" > "$ND/bridge.created"
   fi
-  ip addr show dev "$BRIDGE" | grep -q " $NODE_IP/" || ip addr add "$NODE_IP/${POD_CIDR#*/}" dev "$BRIDGE"
+  # (no `| grep -q` under pipefail: ip may die of SIGPIPE and the test would lie)
+  case "$(ip -4 -o addr show dev "$BRIDGE")" in
+    *" $NODE_IP/"*) ;;
+    *) ip addr add "$NODE_IP/${POD_CIDR#*/}" dev "$BRIDGE" ;;
+  esac
   ip link set "$BRIDGE" up
   set_sysctl "net.ipv4.conf.$BRIDGE.route_localnet" 1
 }
@@ -400,8 +404,10 @@ import_app_images() {
 # metrics-server needs the apiserver's front-proxy (aggregation layer) configuration; without it
 # the APIService would be unavailable, which breaks discovery and so every namespace deletion
 aggregation_check() {
-  if "${KUBECTL[@]}" -n kube-system get configmap extension-apiserver-authentication \
-      -o jsonpath='{.data.requestheader-client-ca-file}' 2>/dev/null | grep -q BEGIN; then
+  local ca
+  ca="$("${KUBECTL[@]}" -n kube-system get configmap extension-apiserver-authentication \
+      -o jsonpath='{.data.requestheader-client-ca-file}' 2>/dev/null || true)"
+  if [[ "$ca" == *BEGIN* ]]; then
     "${KUBECTL[@]}" apply -f "$ND/metrics-apiservice.yaml" >/dev/null
   else
     "${KUBECTL[@]}" delete apiservice v1beta1.metrics.k8s.io --ignore-not-found >/dev/null
