@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from contract import assert_children
+from cluster_contract import assert_children
 from operator_harness import (
     LABEL_INSTANCE,
     LABEL_TRACK,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from contract import assert_children
+from cluster_contract import assert_children
 from operator_harness import (
     KIND,
     REPO_ROOT,

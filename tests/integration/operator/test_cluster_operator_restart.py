@@ -3,7 +3,7 @@ to exactly the desired children: nothing duplicated, nothing left behind, no ext
 
 from __future__ import annotations
 
-from contract import assert_children, assert_split
+from cluster_contract import assert_children, assert_split
 from operator_harness import (
     Cluster,
     OperatorProcess,

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from contract import assert_children
+from cluster_contract import assert_children
 from kubernetes import watch
 from operator_harness import (
     Cluster,

@@ -3,7 +3,7 @@ re-divide the replicas between the tracks, and status reports the effective perc
 
 from __future__ import annotations
 
-from contract import assert_children, assert_split
+from cluster_contract import assert_children, assert_split
 from operator_harness import (
     Cluster,
     Obj,

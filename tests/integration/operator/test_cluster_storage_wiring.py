@@ -5,7 +5,7 @@ that does not exist is reported, not hidden (the real scheduler refuses the pods
 
 from __future__ import annotations
 
-from contract import assert_deployment
+from cluster_contract import assert_deployment
 from operator_harness import (
     Cluster,
     condition,
