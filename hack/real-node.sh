@@ -288,6 +288,20 @@ setup_network() {
   esac
   ip link set "$BRIDGE" up
   set_sysctl "net.ipv4.conf.$BRIDGE.route_localnet" 1
+  # Service IPs and the cluster's pod range must never leave this machine. Host processes (the
+  # apiserver's aggregator and webhooks, curl) route a Service IP before kube-proxy's OUTPUT DNAT
+  # applies; a brand-new Service whose rules kube-proxy hasn't written yet would otherwise go out
+  # the default route, where this workplace's egress proxy answers any :443 (seen: the aggregator
+  # cached such a connection and every metrics.k8s.io request got the proxy's 404,
+  # "server: keryx"). Routed into the bridge instead, an unprogrammed Service IP just times out.
+  local cidr saved
+  for cidr in "${SERVICE_CIDR:-10.96.0.0/16}" "$CLUSTER_CIDR"; do
+    saved="$(ip -4 route show exact "$cidr" | grep -v " dev $BRIDGE " || true)"
+    if [ -n "$saved" ] && ! grep -qxF "$saved" "$ND/routes.orig" 2>/dev/null; then
+      echo "$saved" >> "$ND/routes.orig"
+    fi
+    ip route replace "$cidr" dev "$BRIDGE" src "$NODE_IP"
+  done
 }
 
 # ------------------------------------------------------------------------------------------ up
@@ -473,6 +487,11 @@ down() {
   flush_chains
   # 5. the bridge and the host-local IPAM state (every pod is gone)
   ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE" 2>/dev/null || true
+  # (our Service/cluster CIDR routes went with the bridge) put back routes they had replaced
+  if [ -f "$ND/routes.orig" ]; then
+    while read -r r; do [ -n "$r" ] && eval "ip route add $r" 2>/dev/null || true; done < "$ND/routes.orig"
+    rm -f "$ND/routes.orig"
+  fi
   rm -f "$ND/bridge.created"
   rm -rf "${IPAM_DIR:?}"/* 2>/dev/null || true
   # 6. sysctls back to what they were
