@@ -7,7 +7,9 @@
 #
 # usage: hack/local-cluster.sh up [--real-node]   start (idempotent); prints the admin kubeconfig
 #                                                   path as the last line on stdout
-#        hack/local-cluster.sh down               stop exactly what `up` started, remove the state
+#        hack/local-cluster.sh down               stop exactly what `up` started, remove its state
+#                                                 (only the files listed below; others' files in
+#                                                 the directory, e.g. kind kubeconfigs, stay)
 #        hack/local-cluster.sh status             one line per component; exit 1 if any is unhealthy
 #        hack/local-cluster.sh operator-kubeconfig
 #                                                 apply the namespace/ServiceAccount/RBAC objects of
@@ -72,6 +74,8 @@ KUBERNETES_SVC_IP="10.96.0.1"
 CLUSTER_DOMAIN="cluster.local"
 NODE_NAME="kwok-node-0"
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+OWNED=(cluster.env kubeconfig operator.kubeconfig kubeconfigs pki logs pids etcd audit-policy.yaml
+  kwok-stages.yaml deploy-rendered.yaml deploy-rbac.json real-node node)
 
 log() { echo ">> $*" >&2; }
 die() { echo "error: $*" >&2; exit 1; }
@@ -497,7 +501,7 @@ cmd_up() {
     echo "$STATE_DIR/kubeconfig"
     return 0
   fi
-  if [ -d "$STATE_DIR" ]; then
+  if [ -f "$STATE_DIR/cluster.env" ] || [ -d "$PIDS" ]; then
     log "stale state in $STATE_DIR: stopping leftovers and starting fresh"
     cmd_down >/dev/null
   fi
@@ -629,14 +633,20 @@ maybe_real_node() {
 }
 
 cmd_down() {
-  if [ ! -d "$STATE_DIR" ]; then log "nothing to stop ($STATE_DIR absent)"; return 0; fi
+  if [ ! -f "$STATE_DIR/cluster.env" ] && [ ! -d "$PIDS" ]; then
+    log "nothing to stop (no cluster state in $STATE_DIR)"
+    return 0
+  fi
   if [ -x "$ROOT/hack/real-node.sh" ] && [ -f "$STATE_DIR/real-node" ]; then
     "$ROOT/hack/real-node.sh" down "$STATE_DIR" >&2 || log "hack/real-node.sh down failed"
   fi
-  local i
+  local i f
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do stop "${COMPONENTS[$i]}"; done
-  rm -rf "$STATE_DIR"
-  log "stopped; removed $STATE_DIR"
+  # Only what `up` (and real-node.sh, under node/) made: other scripts keep files here too
+  # (hack/demo.sh and hack/e2e-kind.sh put kind kubeconfigs in .local-cluster/).
+  for f in "${OWNED[@]}"; do rm -rf "${STATE_DIR:?}/$f"; done
+  rmdir "$STATE_DIR" 2>/dev/null || true
+  log "stopped; removed the cluster's state from $STATE_DIR"
 }
 
 cmd_status() {
