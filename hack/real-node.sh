@@ -151,13 +151,13 @@ build_addons() {
     mkdir -p "$out"
     say "building $pkg (Go module proxy; minutes on 2 cores)"
     t0=$(date +%s)
-    GOFLAGS= CGO_ENABLED=0 GOBIN="$out" go install -trimpath -ldflags '-s -w' "$pkg" >&2
+    GOFLAGS='' CGO_ENABLED=0 GOBIN="$out" go install -trimpath -ldflags '-s -w' "$pkg" >&2
     say "built $name $ver in $(( $(date +%s) - t0 ))s"
   done
   local pause="$NODE_CACHE/pause-$PAUSE_VERSION/pause"
   if [ ! -x "$pause" ]; then
     local src
-    src="$(GOFLAGS= go env GOMODCACHE)/k8s.io/kubernetes@$K8S_VERSION/build/pause/linux/pause.c"
+    src="$(GOFLAGS='' go env GOMODCACHE)/k8s.io/kubernetes@$K8S_VERSION/build/pause/linux/pause.c"
     [ -f "$src" ] || (cd "$CACHE/k8s-$K8S_VERSION/wrapper" 2>/dev/null && GOFLAGS=-mod=mod go mod download k8s.io/kubernetes) >&2
     [ -f "$src" ] || die "pause.c not found at $src (run hack/build-k8s.sh first)"
     mkdir -p "$(dirname "$pause")"
