@@ -1,7 +1,8 @@
 """Session fixtures for the operator's integration tests: a real control plane, the CRD and the
 operator's RBAC applied, and the real operator running as its own ServiceAccount.
 
-The cluster is `hack/local-cluster.sh up` (etcd, kube-apiserver, kube-controller-manager,
+The cluster is `hack/local-cluster.sh up` with its own state dir `.local-cluster/integration/`
+(MODELDEPLOY_TEST_CLUSTER_DIR) (etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler, kwok), or the one whose admin kubeconfig is in MODELDEPLOY_TEST_KUBECONFIG.
 A cluster this session started is stopped at the end unless MODELDEPLOY_KEEP_CLUSTER=1; one that
 was already running is left running.
@@ -42,8 +43,10 @@ RBAC_KINDS = {
 }
 
 
-def _run(*cmd: str, timeout: float = 3600) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+def _run(*cmd: str, timeout: float = 3600, env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, check=False, env=env
+    )
     if proc.returncode != 0:
         raise RuntimeError(
             f"{' '.join(cmd)} failed ({proc.returncode})\n--- stdout\n{proc.stdout}\n"
@@ -57,6 +60,17 @@ def _bin_dir() -> Path:
     return Path(out.strip().splitlines()[-1])
 
 
+def _state_dir() -> Path:
+    """The tests' own cluster, apart from a developer's `.local-cluster` (which may have a real
+    node and an in-cluster operator from hack/demo.sh that would fight the one under test)."""
+    default = REPO_ROOT / ".local-cluster" / "integration"
+    return Path(os.environ.get("MODELDEPLOY_TEST_CLUSTER_DIR", default))
+
+
+def _cluster_env() -> dict[str, str]:
+    return {**os.environ, "MODELDEPLOY_CLUSTER_DIR": str(_state_dir())}
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     kubectl = _bin_dir() / "kubectl"
@@ -64,20 +78,25 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if given:
         yield Cluster(kubeconfig=Path(given), kubectl_bin=kubectl, state_dir=None)
         return
-    state_dir = Path(os.environ.get("MODELDEPLOY_CLUSTER_DIR", REPO_ROOT / ".local-cluster"))
+    state_dir = _state_dir()
+    env = _cluster_env()
     already_up = (
         subprocess.run(
-            ["bash", str(LOCAL_CLUSTER), "status"], capture_output=True, check=False
+            ["bash", str(LOCAL_CLUSTER), "status"], capture_output=True, check=False, env=env
         ).returncode
         == 0
     )
-    out = _run("bash", str(LOCAL_CLUSTER), "up")
+    if already_up and (state_dir / "real-node").exists():
+        pytest.fail(f"{state_dir} holds a --real-node cluster; these tests need kwok's node")
+    out = _run("bash", str(LOCAL_CLUSTER), "up", env=env)
     kubeconfig = Path(out.strip().splitlines()[-1])
     try:
         yield Cluster(kubeconfig=kubeconfig, kubectl_bin=kubectl, state_dir=state_dir)
     finally:
         if not already_up and os.environ.get("MODELDEPLOY_KEEP_CLUSTER") != "1":
-            subprocess.run(["bash", str(LOCAL_CLUSTER), "down"], capture_output=True, check=False)
+            subprocess.run(
+                ["bash", str(LOCAL_CLUSTER), "down"], capture_output=True, check=False, env=env
+            )
 
 
 def _apply_crds(cluster: Cluster) -> None:
@@ -131,7 +150,9 @@ def operator_kubeconfig(cluster: Cluster, tmp_path_factory: pytest.TempPathFacto
     if not (REPO_ROOT / "deploy" / "kustomization.yaml").exists():
         pytest.fail("deploy/kustomization.yaml does not exist yet: no RBAC to run the operator as")
     if cluster.state_dir is not None:
-        out = _run("bash", str(LOCAL_CLUSTER), "operator-kubeconfig", timeout=300)
+        out = _run(
+            "bash", str(LOCAL_CLUSTER), "operator-kubeconfig", timeout=300, env=_cluster_env()
+        )
         return Path(out.strip().splitlines()[-1])
     return _operator_kubeconfig_external(
         cluster, tmp_path_factory.mktemp("operator") / "operator.kubeconfig"
