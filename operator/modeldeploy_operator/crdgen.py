@@ -160,6 +160,12 @@ def openapi_schema() -> Schema:
 def printer_columns() -> list[Schema]:
     return [
         {
+            "name": "Model",
+            "type": "string",
+            "jsonPath": ".spec.model.storageUri",
+            "description": "The stable track's model artifact.",
+        },
+        {
             "name": "Ready",
             "type": "string",
             "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
@@ -182,13 +188,6 @@ def printer_columns() -> list[Schema]:
             "type": "string",
             "jsonPath": ".status.url",
             "description": "In-cluster URL of the Service over both tracks.",
-        },
-        {
-            "name": "Model",
-            "type": "string",
-            "jsonPath": ".spec.model.storageUri",
-            "priority": 1,
-            "description": "The stable track's model artifact.",
         },
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]

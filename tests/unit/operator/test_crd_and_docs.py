@@ -74,11 +74,11 @@ def test_subresources_names_and_columns() -> None:
     }
     columns = [(c["name"], c.get("priority", 0)) for c in version["additionalPrinterColumns"]]
     assert columns == [
+        ("Model", 0),
         ("Ready", 0),
         ("Replicas", 0),
         ("Canary", 0),
         ("URL", 0),
-        ("Model", 1),
         ("Age", 0),
     ]
 
