@@ -47,9 +47,10 @@
 #                                 so the pid is also its process group)
 #   $STATE_DIR/etcd/              etcd's data dir
 #   $STATE_DIR/real-node          present when `up --real-node` was used
+#   $STATE_DIR/node/              hack/real-node.sh's own state (removed by `down` too)
 #
 # kwok: manages only nodes annotated kwok.x-k8s.io/node=fake; `up` creates one, `kwok-node-0`,
-# labelled type=kwok. Pod lifecycle stages: pods become Ready at once, except pods whose container
+# labelled type=kwok; fake pod IPs come from 10.244.0.0/17. Pod lifecycle stages: pods become Ready at once, except pods whose container
 # env STORAGE_URI contains "/kwok-crash/": those simulate a server that can't load its model: the
 # container terminates (exit code 1, message "could not load the model from <uri>: no such object
 # (simulated by kwok)") and then sits in CrashLoopBackOff with that lastState, as a kubelet reports.
@@ -662,6 +663,9 @@ cmd_status() {
   done
   if node_ready; then printf '%-24s %s\n' "node/$NODE_NAME" Ready
   else printf '%-24s %s\n' "node/$NODE_NAME" "NOT Ready"; rc=1
+  fi
+  if [ -f "$STATE_DIR/real-node" ] && [ -x "$ROOT/hack/real-node.sh" ]; then
+    "$ROOT/hack/real-node.sh" status "$STATE_DIR" || rc=1
   fi
   printf '%-24s %s\n' kubeconfig "$STATE_DIR/kubeconfig"
   printf '%-24s %s\n' logs "$LOGS"
