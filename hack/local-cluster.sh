@@ -581,6 +581,7 @@ EOF
     --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
     --service-cluster-ip-range "$SERVICE_CIDR" \
     --horizontal-pod-autoscaler-sync-period 5s \
+    --horizontal-pod-autoscaler-downscale-stabilization 30s \
     --node-monitor-grace-period 5m
   start kube-scheduler "$BIN_DIR/kube-scheduler" \
     --kubeconfig "$sch" --authentication-kubeconfig "$sch" --authorization-kubeconfig "$sch" \

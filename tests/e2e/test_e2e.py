@@ -31,6 +31,8 @@ def example(name: str) -> list[dict[str, Any]]:
 def model_deployment(name: str) -> dict[str, Any]:
     docs = [d for d in example(name) if d["kind"] == "ModelDeployment"]
     assert len(docs) == 1, f"examples/{name} should hold one ModelDeployment"
+    # The examples name `default`; each test applies them in its own namespace instead.
+    docs[0]["metadata"].pop("namespace", None)
     return docs[0]
 
 
@@ -63,7 +65,7 @@ def url(ns: str, name: str, path: str) -> str:
 def test_iris_serves_correct_v1_and_v2_predictions(
     kubectl: Kubectl, model_store: str, namespace: str
 ) -> None:
-    kubectl.run("apply", "-n", namespace, "-f", str(REPO / "examples/iris.yaml"))
+    kubectl.apply(model_deployment("iris.yaml"), namespace)
     status = wait_ready(kubectl, namespace, "iris")
     assert status["url"] == f"http://iris.{namespace}.svc.cluster.local"
 
