@@ -252,11 +252,14 @@ def test_broken_model_is_degraded_with_reason_and_old_pods_keep_serving(
             "-p",
             json.dumps({"spec": {"model": model_patch}}),
         )
+        generation = kubectl.json("get", "md", "-n", namespace, "iris")["metadata"]["generation"]
+        # The previous case's Degraded stays until the operator has looked at this generation.
         degraded = kubectl.wait_for(
             f"Degraded after {model_patch}",
-            lambda: (
+            lambda gen=generation: (
                 (c := condition(md_status(kubectl, namespace, "iris"), "Degraded")).get("status")
                 == "True"
+                and c.get("observedGeneration") == gen
                 and c
             ),
             timeout=240,
