@@ -11,9 +11,12 @@ makes server-side apply with a single field manager safe.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from modeldeploy_operator.model import (
+    ANNOTATION_TEMPLATE_HASH,
     API_VERSION,
     COMPONENT,
     KIND,
@@ -281,6 +284,18 @@ def deployment(
     if creds is not None and creds.service_account_name:
         pod_spec["serviceAccountName"] = creds.service_account_name
 
+    template: Manifest = {
+        "metadata": {
+            "labels": labels(md.name, track),
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(HTTP_PORT),
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": pod_spec,
+    }
+    template["metadata"]["annotations"][ANNOTATION_TEMPLATE_HASH] = template_hash(template)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -294,19 +309,15 @@ def deployment(
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
             },
-            "template": {
-                "metadata": {
-                    "labels": labels(md.name, track),
-                    "annotations": {
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(HTTP_PORT),
-                        "prometheus.io/path": "/metrics",
-                    },
-                },
-                "spec": pod_spec,
-            },
+            "template": template,
         },
     }
+
+
+def template_hash(template: Manifest) -> str:
+    """A short digest of a pod template as built (before the hash annotation is added)."""
+    canonical = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def service(md: ModelDeployment, track: str | None) -> Manifest:

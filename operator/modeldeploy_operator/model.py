@@ -33,6 +33,9 @@ LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_TRACK = f"{GROUP}/track"
+# On each pod template: a digest of the rest of the template, so status can tell the pods of the
+# current template from old ones still crash-looping on a model that was already replaced.
+ANNOTATION_TEMPLATE_HASH = f"{GROUP}/template-hash"
 MANAGED_BY = "modeldeploy-operator"
 COMPONENT = "predictor"
 

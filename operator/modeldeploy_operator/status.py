@@ -28,7 +28,7 @@ from modeldeploy_operator.builders import (
     deployment_name,
     pod_selector,
 )
-from modeldeploy_operator.model import LABEL_TRACK, ModelDeployment
+from modeldeploy_operator.model import ANNOTATION_TEMPLATE_HASH, LABEL_TRACK, ModelDeployment
 from modeldeploy_operator.split import cannot_honour, effective_percent, split_replicas
 
 Obj = dict[str, Any]
@@ -117,13 +117,37 @@ def _pod_track(pod: Obj) -> str:
     return str(_get(pod, "metadata", "labels", default={}).get(LABEL_TRACK, "?"))
 
 
-def pod_problems(pods: list[Obj]) -> list[Problem]:
-    """Problems visible on pods: the server's termination message, pull and scheduling failures."""
+def _is_stale(pod: Obj, deployments: dict[str, Obj | None]) -> bool:
+    """True for a pod of an older template than its track's Deployment has now.
+
+    Such a pod is being replaced; blaming it would report the previous model's failure (a 404
+    for a uri already corrected) as the reason the current one does not serve.
+    """
+    current = _get(
+        deployments.get(_pod_track(pod)),
+        "spec",
+        "template",
+        "metadata",
+        "annotations",
+        ANNOTATION_TEMPLATE_HASH,
+    )
+    return (
+        bool(current) and _get(pod, "metadata", "annotations", ANNOTATION_TEMPLATE_HASH) != current
+    )
+
+
+def pod_problems(pods: list[Obj], deployments: dict[str, Obj | None]) -> list[Problem]:
+    """Problems visible on pods: the server's termination message, pull and scheduling failures.
+
+    Only pods of each track's current template count (``deployments``: track -> live Deployment).
+    """
     out: list[Problem] = []
     for pod in sorted(pods, key=lambda p: str(_get(p, "metadata", "name", default=""))):
         meta = pod.get("metadata") or {}
         if meta.get("deletionTimestamp"):
             continue  # a pod on its way out is not a problem to act on
+        if _is_stale(pod, deployments):
+            continue
         name = meta.get("name", "?")
         where = f"{_pod_track(pod)} pod {name}"
         for cond in _get(pod, "status", "conditions", default=[]):
@@ -284,7 +308,7 @@ def compute_status(
     problems: list[Problem] = []
     problems += [Problem(0, "ChildConflict", c) for c in observed.conflicts]
     problems += [Problem(10, "ApplyFailed", e) for e in observed.write_errors]
-    problems += pod_problems(observed.pods)
+    problems += pod_problems(observed.pods, observed.deployments)
     for t in tracks:
         problems += deployment_problems(t.track, observed.deployments.get(t.track))
     problems.sort(key=lambda p: p.rank)

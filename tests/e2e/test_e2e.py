@@ -45,6 +45,13 @@ def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
 
 
+def patch_md(kubectl: Kubectl, ns: str, name: str, patch: Any, kind: str = "merge") -> int:
+    """Patches md/<name> (merge or json patch) and returns the generation it produced."""
+    kubectl.run("patch", "md", name, "-n", ns, f"--type={kind}", "-p", json.dumps(patch))
+    generation: int = kubectl.json("get", "md", "-n", ns, name)["metadata"]["generation"]
+    return generation
+
+
 def wait_ready(kubectl: Kubectl, ns: str, name: str, timeout: int = 300) -> dict[str, Any]:
     kubectl.run(
         "wait",
@@ -137,16 +144,7 @@ def test_canary_share_matches_status_and_removal_returns_traffic_to_stable(
     share = 100 * result.tracks.get("canary", 0) / result.ok
     assert abs(share - effective) <= 10, (share, effective, result.tracks)
 
-    kubectl.run(
-        "patch",
-        "md",
-        name,
-        "-n",
-        namespace,
-        "--type=json",
-        "-p",
-        '[{"op": "remove", "path": "/spec/canary"}]',
-    )
+    patch_md(kubectl, namespace, name, [{"op": "remove", "path": "/spec/canary"}], kind="json")
     kubectl.wait_for(
         "canary Deployment gone",
         lambda: (
@@ -208,7 +206,7 @@ def test_model_rollout_and_pod_deletion_under_load_drop_no_request(
     patch = {"spec": {"model": {"storageUri": v2["storageUri"]}}}
     if "sha256" in v2:
         patch["spec"]["model"]["sha256"] = v2["sha256"]
-    kubectl.run("patch", "md", "iris", "-n", namespace, "--type=merge", "-p", json.dumps(patch))
+    patch_md(kubectl, namespace, "iris", patch)
     kubectl.wait_for(
         "the new model rolled out",
         lambda: (
@@ -242,30 +240,21 @@ def test_broken_model_is_degraded_with_reason_and_old_pods_keep_serving(
         ({"storageUri": good_uri, "sha256": "0" * 64}, ["sha256"]),
     ]
     for model_patch, words in cases:
-        kubectl.run(
-            "patch",
-            "md",
-            "iris",
-            "-n",
-            namespace,
-            "--type=merge",
-            "-p",
-            json.dumps({"spec": {"model": model_patch}}),
-        )
-        generation = kubectl.json("get", "md", "-n", namespace, "iris")["metadata"]["generation"]
-        # The previous case's Degraded stays until the operator has looked at this generation.
+        generation = patch_md(kubectl, namespace, "iris", {"spec": {"model": model_patch}})
+        # The previous case's Degraded stays until the operator has looked at this generation,
+        # and until this generation's pod has failed: wait for this case's own reason.
         degraded = kubectl.wait_for(
-            f"Degraded after {model_patch}",
-            lambda gen=generation: (
+            f"Degraded at generation {generation} naming one of {words} after {model_patch}",
+            lambda gen=generation, words=words: (
                 (c := condition(md_status(kubectl, namespace, "iris"), "Degraded")).get("status")
                 == "True"
                 and c.get("observedGeneration") == gen
+                and any(w in c.get("message", "").lower() for w in words)
                 and c
             ),
             timeout=240,
         )
-        message = degraded["message"].lower()
-        assert any(w in message for w in words), degraded
+        assert degraded["reason"] == "ModelLoadFailed", degraded
         described = kubectl.run("describe", "md", "-n", namespace, "iris").stdout.lower()
         assert any(w in described for w in words), described
         result = start_load(
@@ -279,15 +268,12 @@ def test_broken_model_is_degraded_with_reason_and_old_pods_keep_serving(
             "4",
         )()
         assert result.failed == 0, result.errors
-    kubectl.run(
-        "patch",
-        "md",
-        "iris",
-        "-n",
+    patch_md(
+        kubectl,
         namespace,
-        "--type=json",
-        "-p",
-        json.dumps([{"op": "replace", "path": "/spec/model", "value": md["spec"]["model"]}]),
+        "iris",
+        [{"op": "replace", "path": "/spec/model", "value": md["spec"]["model"]}],
+        kind="json",
     )
     wait_ready(kubectl, namespace, "iris")
 
@@ -299,22 +285,16 @@ def test_operator_restart_mid_rollout_still_completes(
     kubectl.apply(md, namespace)
     wait_ready(kubectl, namespace, "iris")
     v2 = model_deployment("iris-canary.yaml")["spec"]["canary"]
-    kubectl.run(
-        "patch",
-        "md",
-        "iris",
-        "-n",
+    generation = patch_md(
+        kubectl,
         namespace,
-        "--type=merge",
-        "-p",
-        json.dumps(
-            {
-                "spec": {
-                    "replicas": 2,
-                    "model": {"storageUri": v2["storageUri"], "sha256": v2.get("sha256")},
-                }
+        "iris",
+        {
+            "spec": {
+                "replicas": 2,
+                "model": {"storageUri": v2["storageUri"], "sha256": v2.get("sha256")},
             }
-        ),
+        },
     )
     kubectl.run(
         "delete",
@@ -325,7 +305,6 @@ def test_operator_restart_mid_rollout_still_completes(
         "app.kubernetes.io/name=modeldeploy-operator",
         "--wait=false",
     )
-    generation = kubectl.json("get", "md", "-n", namespace, "iris")["metadata"]["generation"]
     kubectl.wait_for(
         "rollout finished after the operator restarted",
         lambda: (

@@ -144,7 +144,33 @@ def golden_stable_deployment() -> dict[str, Any]:
 
 def test_stable_deployment_golden(settings: OperatorSettings) -> None:
     md = make_md(model={"storageUri": "s3://models/iris/v1/model.joblib", "sha256": SHA})
-    assert builders.deployment(md, "stable", 2, settings) == golden_stable_deployment()
+    assert builders.deployment(md, "stable", 2, settings) == with_template_hash(
+        golden_stable_deployment()
+    )
+
+
+def with_template_hash(dep: dict[str, Any]) -> dict[str, Any]:
+    """The golden template plus the digest of itself, as builders adds it last."""
+    template = dep["spec"]["template"]
+    template["metadata"]["annotations"]["modeldeploy.io/template-hash"] = builders.template_hash(
+        template
+    )
+    return dep
+
+
+def test_template_hash_follows_the_pod_template_only(settings: OperatorSettings) -> None:
+    def hash_of(replicas: int, uri: str) -> str:
+        md = make_md(model={"storageUri": uri})
+        dep = builders.deployment(md, "stable", replicas, settings)
+        value: str = dep["spec"]["template"]["metadata"]["annotations"][
+            "modeldeploy.io/template-hash"
+        ]
+        return value
+
+    first = hash_of(2, "s3://m/v1.joblib")
+    assert len(first) == 16
+    assert hash_of(5, "s3://m/v1.joblib") == first  # scaling is not a new template
+    assert hash_of(2, "s3://m/v2.joblib") != first  # a new model is
 
 
 def test_canary_deployment_differs_only_in_track_model_and_replicas(
@@ -176,7 +202,7 @@ def test_canary_deployment_differs_only_in_track_model_and_replicas(
     }
     for e in env:
         e["value"] = values.get(e["name"], e["value"])
-    assert canary == expected
+    assert canary == with_template_hash(expected)
 
 
 def test_canary_inherits_the_stable_format(settings: OperatorSettings) -> None:

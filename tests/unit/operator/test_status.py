@@ -168,6 +168,26 @@ def test_terminating_pods_are_not_blamed() -> None:
     assert cond(compute_status(make_md(replicas=3), obs, {}, NOW), "Degraded")["status"] == "False"
 
 
+def test_pods_of_an_older_template_are_not_blamed() -> None:
+    # The uri was fixed: the new template's pod has not failed yet, an old one still crash-loops.
+    dep = load_fixture("deployment-stable-rolling.json")
+    dep["spec"]["template"]["metadata"].setdefault("annotations", {})[
+        "modeldeploy.io/template-hash"
+    ] = "new"
+    old = load_fixture("pod-stable-model-load-failed.json")
+    old["metadata"].setdefault("annotations", {})["modeldeploy.io/template-hash"] = "old"
+    obs = Observed(deployments={"stable": dep}, pods=[old])
+    st = compute_status(make_md(replicas=3), obs, {}, NOW)
+    assert cond(st, "Degraded")["status"] == "False"
+    assert cond(st, "Progressing")["status"] == "True"
+
+    current = load_fixture("pod-stable-model-load-failed.json")
+    current["metadata"].setdefault("annotations", {})["modeldeploy.io/template-hash"] = "new"
+    obs = Observed(deployments={"stable": dep}, pods=[old, current])
+    degraded = cond(compute_status(make_md(replicas=3), obs, {}, NOW), "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "ModelLoadFailed")
+
+
 def test_write_errors_and_conflicts_block_readiness() -> None:
     obs = Observed(
         deployments={"stable": load_fixture("deployment-stable-available.json")},
