@@ -22,16 +22,19 @@ class Result:
     errors: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     elapsed: float = 0.0
-    server_predict_ms: float | None = None  # filled in by serve_bench for our server
+    # Per request: latency minus the model call's share that the server reported in its
+    # Server-Timing header (only servers that send one), i.e. HTTP + decoding + queueing.
+    overheads: list[float] = field(default_factory=list)
 
     @property
     def rps(self) -> float:
         return len(self.latencies) / self.elapsed if self.elapsed else 0.0
 
-    def pct(self, q: float) -> float:
-        if not self.latencies:
+    def pct(self, q: float, of: list[float] | None = None) -> float:
+        values = self.latencies if of is None else of
+        if not values:
             return float("nan")
-        xs = sorted(self.latencies)
+        xs = sorted(values)
         return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
@@ -43,6 +46,7 @@ class _Conn(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.done: asyncio.Future[int] | None = None
         self.closed = asyncio.get_running_loop().create_future()
+        self.predict_s: float | None = None  # from the last response's Server-Timing
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, so no isinstance check.
@@ -54,6 +58,10 @@ class _Conn(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if self.done and not self.done.done():
                 self.done.set_exception(exc)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"server-timing" and value.startswith(b"predict;dur="):
+            self.predict_s = float(value[len(b"predict;dur=") :]) / 1000
 
     def on_message_complete(self) -> None:
         if self.done and not self.done.done():
@@ -68,6 +76,7 @@ class _Conn(asyncio.Protocol):
     async def request(self, raw: bytes) -> int:
         assert self.transport is not None
         self.done = asyncio.get_running_loop().create_future()
+        self.predict_s = None
         self.transport.write(raw)
         return await self.done
 
@@ -117,7 +126,10 @@ async def run_load(
                 conn = conns[i] = await _connect(port)
                 continue
             if state["measuring"]:
-                result.latencies.append(time.perf_counter() - t0)
+                latency = time.perf_counter() - t0
+                result.latencies.append(latency)
+                if conn.predict_s is not None:
+                    result.overheads.append(latency - conn.predict_s)
                 result.statuses[status] = result.statuses.get(status, 0) + 1
                 if status != 200:
                     result.errors += 1

@@ -6,12 +6,19 @@ call the model once. The batcher never delays a lone request: it runs a batch as
 predict thread is free, and only waits (up to ``max_wait``) when the previous batch showed that
 several callers are active, and then only until as many requests as last time have arrived.
 Predict runs in one dedicated worker thread so the event loop keeps accepting and decoding.
+
+A request that is alone (the previous batch was alone too and nothing else waits) is predicted
+on the event loop itself when the model is quick (recent predicts under ``inline_max_s``): the
+hand-off to the worker thread and back costs a few hundred microseconds here, as much as a small
+model's whole predict, and there is nothing to overlap with. A slow model never runs inline, so
+the loop is never blocked for long (health probes keep answering).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections import deque
@@ -30,12 +37,18 @@ RunFn = Callable[[Array, tuple[str, ...]], list[Array]]
 # (rows, requests, seconds, results) after each successful model call, in the worker thread.
 ObserveFn = Callable[[int, int, float, tuple[str, ...], list[Array]], None]
 
+# Seconds the model call that answered the current request took (set in the caller's context by
+# submit), so a transport can report queueing + HTTP apart from predict (Server-Timing).
+predict_seconds: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "predict_seconds", default=None
+)
+
 
 @dataclass(slots=True)
 class _Job:
     x: Array
     methods: tuple[str, ...]
-    future: asyncio.Future[list[Array]]
+    future: asyncio.Future[tuple[list[Array], float]]
     key: tuple[Any, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -53,11 +66,15 @@ class MicroBatcher:
         max_batch_rows: int,
         max_wait_s: float,
         observe: ObserveFn | None = None,
+        inline_max_s: float = 0.02,
     ) -> None:
         self._run = run
         self._max_rows = max_batch_rows
         self._max_wait = max_wait_s
         self._observe = observe
+        self._inline_max = inline_max_s
+        # Smoothed seconds per model call; None until one call was timed (that one is threaded).
+        self._call_s: float | None = None
         self._pending: deque[_Job] = deque()
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
@@ -84,10 +101,12 @@ class MicroBatcher:
         """Queue ``x`` (2-D, rows first) and wait for its slice of the batched result."""
         if self._task is None:
             raise RuntimeError("batcher not started")
-        fut: asyncio.Future[list[Array]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[tuple[list[Array], float]] = asyncio.get_running_loop().create_future()
         self._pending.append(_Job(x, methods, fut))
         self._wakeup.set()
-        return await fut
+        out, seconds = await fut
+        predict_seconds.set(seconds)
+        return out
 
     def _take(self, batch: list[_Job], rows: int) -> int:
         """Move compatible jobs from the queue into ``batch`` in arrival order, up to max rows."""
@@ -129,23 +148,34 @@ class MicroBatcher:
                 rows = self._take(batch, rows)
         return batch
 
-    def _call(self, x: Array, methods: tuple[str, ...], n_jobs: int) -> list[Array]:
+    def _call(self, x: Array, methods: tuple[str, ...], n_jobs: int) -> tuple[list[Array], float]:
         started = time.perf_counter()
         out = self._run(x, methods)
+        seconds = time.perf_counter() - started
+        prev = self._call_s
+        self._call_s = seconds if prev is None else 0.8 * prev + 0.2 * seconds
         if self._observe is not None:
             try:
-                self._observe(x.shape[0], n_jobs, time.perf_counter() - started, methods, out)
+                self._observe(x.shape[0], n_jobs, seconds, methods, out)
             except Exception:  # metrics must never fail a prediction
                 log.exception("recording batch metrics failed")
-        return out
+        return out, seconds
 
-    async def _run_batch(self, batch: Sequence[_Job]) -> None:
-        loop = asyncio.get_running_loop()
+    def _inline_ok(self, batch: Sequence[_Job], previous_jobs: int) -> bool:
+        # Inline blocks the loop, so while it runs no later request is read; they queue up and
+        # the next pass sees them together and sends them to the worker as one batch.
+        quick = self._call_s is not None and self._call_s < self._inline_max
+        return quick and len(batch) == 1 and previous_jobs == 1 and not self._pending
+
+    async def _run_batch(self, batch: Sequence[_Job], inline: bool = False) -> None:
         x = batch[0].x if len(batch) == 1 else np.concatenate([j.x for j in batch])
         try:
-            out = await loop.run_in_executor(
-                self._executor, self._call, x, batch[0].methods, len(batch)
-            )
+            if inline:
+                out, seconds = self._call(x, batch[0].methods, 1)
+            else:
+                out, seconds = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._call, x, batch[0].methods, len(batch)
+                )
         except Exception as exc:
             if len(batch) == 1:
                 if not batch[0].future.done():
@@ -160,15 +190,15 @@ class MicroBatcher:
         for job in batch:
             n = job.x.shape[0]
             if not job.future.done():
-                job.future.set_result([o[start : start + n] for o in out])
+                job.future.set_result(([o[start : start + n] for o in out], seconds))
             start += n
 
     async def _loop(self) -> None:
         while True:
             batch = await self._next_batch()
-            self._last_jobs = len(batch)
+            previous_jobs, self._last_jobs = self._last_jobs, len(batch)
             try:
-                await self._run_batch(batch)
+                await self._run_batch(batch, inline=self._inline_ok(batch, previous_jobs))
             except asyncio.CancelledError:
                 for job in batch:
                     if not job.future.done():

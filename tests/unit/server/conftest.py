@@ -93,9 +93,16 @@ def loaded(path: Path) -> LoadedModel:
     return load_model(path, "sklearn")
 
 
+@pytest.fixture(params=[True, False], ids=["fast-path", "fastapi-routes"])
+def fast_path(request: pytest.FixtureRequest) -> bool:
+    """Every app test runs through the middleware's inference fast path and the FastAPI routes."""
+    value: bool = request.param
+    return value
+
+
 @pytest.fixture
 async def make_client(
-    model_files: dict[str, Path],
+    model_files: dict[str, Path], fast_path: bool
 ) -> AsyncIterator[Callable[..., Any]]:
     """``await make_client("forest", **info)`` -> (httpx.AsyncClient, DataPlane)."""
     planes: list[DataPlane] = []
@@ -119,7 +126,7 @@ async def make_client(
         dp = DataPlane(info, Metrics(), max_batch_rows=max_batch_rows, max_wait_s=0.0)
         if model is not None:
             await dp.set_ready(loaded(model_files[model]), "ab" * 32)
-        app = create_app(dp, max_body_bytes=max_body_bytes)
+        app = create_app(dp, max_body_bytes=max_body_bytes, fast_path=fast_path)
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
         planes.append(dp)
         clients.append(client)

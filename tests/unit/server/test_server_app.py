@@ -59,6 +59,13 @@ async def test_v1_predict(make_client: Factory) -> None:
     assert r.json() == {"predictions": [0, 2]}
     assert r.headers["x-modeldeploy-track"] == "canary"
     assert r.headers["x-modeldeploy-model-version"] == "v1"
+    # The model call's share of the request, in W3C Server-Timing form.
+    name, dur = r.headers["server-timing"].split(";dur=")
+    assert name == "predict"
+    assert float(dur) > 0
+    bad = await client.post("/v1/models/iris:predict", json={"instances": [[1.0]]})
+    assert bad.status_code == 400
+    assert "server-timing" not in bad.headers
 
 
 async def test_v1_predict_proba_mode(make_client: Factory) -> None:

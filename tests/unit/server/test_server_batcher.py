@@ -110,3 +110,58 @@ async def test_observe_sees_every_call() -> None:
     finally:
         await b.stop()
     assert seen == [(3, 1)]
+
+
+class ThreadRecorder:
+    """A fake model call that records which thread ran it and takes ``seconds`` each time."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.seconds = seconds
+        self.threads: list[int] = []
+
+    def __call__(self, x: Array, methods: tuple[str, ...]) -> list[Array]:
+        self.threads.append(threading.get_ident())
+        if self.seconds:
+            threading.Event().wait(self.seconds)
+        return [x[:, 0] for _ in methods]
+
+
+async def test_a_lone_request_to_a_quick_model_runs_on_the_loop() -> None:
+    rec = ThreadRecorder()
+    b = MicroBatcher(rec, max_batch_rows=64, max_wait_s=0)
+    b.start()
+    try:
+        for _ in range(3):
+            await b.submit(np.ones((1, 1)), ("predict",))
+    finally:
+        await b.stop()
+    loop_thread = threading.get_ident()
+    # The first call is timed in the worker; once known to be quick, lone calls stay inline.
+    assert rec.threads[0] != loop_thread
+    assert rec.threads[1:] == [loop_thread, loop_thread]
+
+
+async def test_a_slow_model_never_blocks_the_loop() -> None:
+    rec = ThreadRecorder(seconds=0.03)
+    b = MicroBatcher(rec, max_batch_rows=64, max_wait_s=0, inline_max_s=0.02)
+    b.start()
+    try:
+        for _ in range(3):
+            await b.submit(np.ones((1, 1)), ("predict",))
+    finally:
+        await b.stop()
+    assert threading.get_ident() not in rec.threads
+
+
+async def test_concurrent_requests_are_predicted_in_the_worker() -> None:
+    rec = ThreadRecorder()
+    b = MicroBatcher(rec, max_batch_rows=64, max_wait_s=0.05)
+    b.start()
+    try:
+        await b.submit(np.ones((1, 1)), ("predict",))  # timed: the model is quick
+        for _ in range(3):
+            await asyncio.gather(*(b.submit(np.ones((1, 1)), ("predict",)) for _ in range(4)))
+    finally:
+        await b.stop()
+    # After the first concurrent batch every call is a batch of several, so never inline.
+    assert threading.get_ident() not in rec.threads[2:]
