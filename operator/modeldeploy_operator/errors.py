@@ -18,3 +18,12 @@ class ApiError(Exception):
         """Conflicts, throttling, timeouts and server errors go away by themselves; a 4xx
         rejection of the object (422 Invalid, 403 Forbidden, 400) needs a person."""
         return self.status in (0, 409, 429) or self.status >= 500
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """Creation refused because the namespace is being deleted: nothing left to reconcile."""
+        return self.status == 403 and "being terminated" in self.message
+
+
+class ObjectGoneError(Exception):
+    """The ModelDeployment (or its namespace) went away mid-reconcile; not a failure."""

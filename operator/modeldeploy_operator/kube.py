@@ -199,8 +199,15 @@ class Kube:
                 _request_timeout=self.timeout,
             )
         except ApiError as e:
-            log.warning(
-                "could not post Event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], e
+            # In a namespace being deleted nobody will read it; anything else is worth a look.
+            level = logging.DEBUG if e.namespace_terminating else logging.WARNING
+            log.log(
+                level,
+                "could not post Event %s on %s/%s: %s",
+                reason,
+                meta["namespace"],
+                meta["name"],
+                e,
             )
 
     # -- used by the child watches

@@ -22,7 +22,7 @@ from typing import Any
 
 import kopf
 
-from modeldeploy_operator.errors import ApiError
+from modeldeploy_operator.errors import ApiError, ObjectGoneError
 from modeldeploy_operator.kube import Kube
 from modeldeploy_operator.model import (
     GROUP,
@@ -67,7 +67,11 @@ class Runtime:
             body = await asyncio.to_thread(self.kube.get_model_deployment, namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
                 return  # gone or going: the garbage collector removes the children
-            outcome = await asyncio.to_thread(reconcile, self.kube, body, self.settings)
+            try:
+                outcome = await asyncio.to_thread(reconcile, self.kube, body, self.settings)
+            except ObjectGoneError as e:
+                log.debug("%s/%s: stopped reconciling: %s", namespace, name, e)
+                return
             self.reconciles += 1
             self.writes += len(outcome.writes) + int(outcome.status_written)
             if outcome.writes:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from modeldeploy_operator import builders, plan, status
-from modeldeploy_operator.errors import ApiError
+from modeldeploy_operator.errors import ApiError, ObjectGoneError
 from modeldeploy_operator.model import LABEL_TRACK, ModelDeployment
 from modeldeploy_operator.settings import OperatorSettings
 
@@ -132,6 +132,8 @@ def reconcile(
                 out.writes.append(f"delete {what}")
                 cluster.event(body, "Normal", "Deleted", f"Deleted {what}: {action.reason}")
         except ApiError as e:
+            if e.namespace_terminating:
+                raise ObjectGoneError(f"namespace {ns} is being deleted") from e
             if e.retryable:
                 out.retry = out.retry or e
                 log.warning("%s %s failed, will retry: %s", action.verb, what, e)
@@ -172,7 +174,12 @@ def _write_status(cluster: Cluster, body: Obj, live: Obj, desired: Obj, out: Out
     if patch is None:
         return
     meta = body["metadata"]
-    cluster.patch_status(meta["namespace"], meta["name"], patch)
+    try:
+        cluster.patch_status(meta["namespace"], meta["name"], patch)
+    except ApiError as e:
+        if e.status == 404:
+            raise ObjectGoneError(f"{meta['namespace']}/{meta['name']} was deleted") from e
+        raise
     out.status_written = True
     _announce_transitions(cluster, body, live, desired)
 

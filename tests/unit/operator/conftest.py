@@ -107,6 +107,8 @@ class FakeCluster:
 
     def patch_status(self, namespace: str, name: str, patch: Obj) -> None:
         self.calls.append(f"patch_status {name}")
+        if ("patch_status", name) in self.fail:
+            raise self.fail[("patch_status", name)]
         self.status_patches.append(copy.deepcopy(patch))
 
     def event(self, md: Obj, type_: str, reason: str, message: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from conftest import FakeCluster, md_body
 from modeldeploy_operator import plan
-from modeldeploy_operator.errors import ApiError
+from modeldeploy_operator.errors import ApiError, ObjectGoneError
 from modeldeploy_operator.reconcile import InvalidSpecError, reconcile
 from modeldeploy_operator.settings import OperatorSettings
 
@@ -209,3 +209,39 @@ def test_hash_ignores_key_order() -> None:
     b = {"spec": {"y": 2, "x": 1}, "metadata": {"name": "n"}, "kind": "K"}
     assert plan.manifest_hash(a) == plan.manifest_hash(b)
     assert plan.manifest_hash(a) != plan.manifest_hash({**a, "spec": {"x": 2, "y": 2}})
+
+
+def test_a_namespace_being_deleted_ends_the_reconcile_quietly(
+    cluster: FakeCluster, settings: OperatorSettings
+) -> None:
+    cluster.fail[("apply", "iris-stable")] = ApiError(
+        403,
+        "Forbidden",
+        'deployments.apps "iris-stable" is forbidden: unable to create new content in namespace '
+        "default because it is being terminated",
+    )
+    with pytest.raises(ObjectGoneError, match="namespace default is being deleted"):
+        reconcile(cluster, md_body(), settings)
+    assert cluster.status_patches == []  # no Degraded for a namespace on its way out
+    assert cluster.events == []
+
+
+def test_a_403_for_any_other_reason_is_a_rejection(
+    cluster: FakeCluster, settings: OperatorSettings
+) -> None:
+    cluster.fail[("apply", "iris-stable")] = ApiError(
+        403, "Forbidden", 'deployments.apps "iris-stable" is forbidden: exceeded quota: compute'
+    )
+    out = reconcile(cluster, md_body(), settings)
+    assert out.status["conditions"][2]["reason"] == "ApplyFailed"
+    assert "exceeded quota" in out.status["conditions"][2]["message"]
+
+
+def test_a_model_deployment_deleted_mid_reconcile_is_gone_not_failed(
+    cluster: FakeCluster, settings: OperatorSettings
+) -> None:
+    cluster.fail[("patch_status", "iris")] = ApiError(
+        404, "NotFound", 'modeldeployments.modeldeploy.io "iris" not found'
+    )
+    with pytest.raises(ObjectGoneError, match="default/iris was deleted"):
+        reconcile(cluster, md_body(), settings)
