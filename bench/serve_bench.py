@@ -40,6 +40,7 @@ import numpy as np
 from loadgen import Result, run_load
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / ".bench"
@@ -125,9 +126,13 @@ class Target:
                 self.proc.wait()
 
 
-def train(model_dir: Path) -> Path:
+def train(model_dir: Path, kind: str) -> Path:
     x, y = load_iris(return_X_y=True)
-    model = RandomForestClassifier(n_estimators=100, random_state=0).fit(x, y)
+    model = (
+        LogisticRegression(max_iter=1000).fit(x, y)
+        if kind == "logreg"
+        else RandomForestClassifier(n_estimators=100, random_state=0).fit(x, y)
+    )
     model_dir.mkdir(parents=True, exist_ok=True)
     path = model_dir / "model.joblib"
     joblib.dump(model, path)
@@ -243,6 +248,13 @@ def main() -> int:
     ap.add_argument("--max-requests", type=int, default=100_000, help="requests per cell")
     ap.add_argument("--skip-mlserver", action="store_true")
     ap.add_argument(
+        "--model",
+        choices=["forest", "logreg"],
+        default="forest",
+        help="forest: the issue's 100-tree RandomForest; logreg: a LogisticRegression whose "
+        "predict is cheap, so HTTP overhead dominates",
+    )
+    ap.add_argument(
         "--only", default="", help="comma-separated subset: ours,naive-fastapi,floor-asgi,mlserver"
     )
     args = ap.parse_args()
@@ -251,12 +263,12 @@ def main() -> int:
     WORK.mkdir(exist_ok=True)
     logs = WORK / "logs"
     logs.mkdir(exist_ok=True)
-    model_path = train(WORK / "model")
+    model_path = train(WORK / "model", args.model)
     bin_dir = Path(sys.executable).parent
     print(f"machine: {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f}")
     pred1 = in_process_predict_ms(model_path, 1)
     pred100 = in_process_predict_ms(model_path, 100)
-    print(f"in-process RandomForest(100).predict: 1 row {pred1:.2f} ms, 100 rows {pred100:.2f} ms")
+    print(f"in-process {args.model} predict: 1 row {pred1:.2f} ms, 100 rows {pred100:.2f} ms")
 
     base_env = dict(os.environ)
     ours_port = free_port()
