@@ -24,6 +24,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from prometheus_client import Counter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -57,6 +58,19 @@ def json_response(obj: Any, status: int = 200) -> Response:
 
 def _error_body(message: str) -> bytes:
     return encode_json({"error": message})
+
+
+def _error_reply(errors: Counter, exc: Exception) -> tuple[int, bytes]:
+    """Status and body for an exception out of the DataPlane, counted in ``errors`` by reason.
+
+    Shared by the FastAPI exception handlers and the inference fast path, so both answer alike.
+    """
+    if isinstance(exc, ServerError):
+        errors.labels(exc.reason).inc()
+        return exc.status, _error_body(exc.message)
+    errors.labels("internal").inc()
+    log.error("unhandled error", exc_info=exc)
+    return 500, _error_body(f"internal error: {type(exc).__name__}")
 
 
 # (regex over the path, route template used as the metrics label, protocol)
@@ -200,13 +214,8 @@ class ServingMiddleware:
             status, payload = 200, encode_json(result)
         except _ClientGoneError:
             return 499  # nginx's "client closed request": counted, never sent
-        except ServerError as exc:
-            self.dp.metrics.errors.labels(exc.reason).inc()
-            status, payload = exc.status, _error_body(exc.message)
         except Exception as exc:
-            self.dp.metrics.errors.labels("internal").inc()
-            log.error("unhandled error", exc_info=exc)
-            status, payload = 500, _error_body(f"internal error: {type(exc).__name__}")
+            status, payload = _error_reply(self.dp.metrics.errors, exc)
         await send(
             {
                 "type": "http.response.start",
@@ -342,10 +351,9 @@ def _build_routers(dp: DataPlane) -> list[APIRouter]:
 def _install_error_handlers(app: FastAPI, dp: DataPlane) -> None:
     errors = dp.metrics.errors
 
-    async def server_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ServerError)
-        errors.labels(exc.reason).inc()
-        return Response(_error_body(exc.message), status_code=exc.status, media_type=JSON)
+    async def dataplane_error(_: Request, exc: Exception) -> Response:
+        status, body = _error_reply(errors, exc)
+        return Response(body, status_code=status, media_type=JSON)
 
     async def http_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -366,17 +374,10 @@ def _install_error_handlers(app: FastAPI, dp: DataPlane) -> None:
         ]
         return Response(_error_body("; ".join(parts)), status_code=422, media_type=JSON)
 
-    async def unexpected(_: Request, exc: Exception) -> Response:
-        errors.labels("internal").inc()
-        log.error("unhandled error", exc_info=exc)
-        return Response(
-            _error_body(f"internal error: {type(exc).__name__}"), status_code=500, media_type=JSON
-        )
-
-    app.add_exception_handler(ServerError, server_error)
+    app.add_exception_handler(ServerError, dataplane_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(Exception, unexpected)
+    app.add_exception_handler(Exception, dataplane_error)  # _error_reply answers 500
 
 
 def create_app(

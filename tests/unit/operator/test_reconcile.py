@@ -121,17 +121,31 @@ def test_a_foreign_child_is_never_taken_over(
     assert "Service iris already exists" in degraded["message"]
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        ApiError(
+            422,
+            "Invalid",
+            'Deployment.apps "iris-stable" is invalid: spec.template...: Invalid value',
+        ),
+        # A 403 that is not a namespace being deleted is a rejection like any other.
+        ApiError(
+            403, "Forbidden", 'deployments.apps "iris-stable" is forbidden: exceeded quota: compute'
+        ),
+    ],
+    ids=["invalid", "forbidden-by-quota"],
+)
 def test_a_rejected_apply_is_degraded_not_retried_forever(
-    cluster: FakeCluster, settings: OperatorSettings
+    cluster: FakeCluster, settings: OperatorSettings, error: ApiError
 ) -> None:
-    cluster.fail[("apply", "iris-stable")] = ApiError(
-        422, "Invalid", 'Deployment.apps "iris-stable" is invalid: spec.template...: Invalid value'
-    )
+    cluster.fail[("apply", "iris-stable")] = error
     out = reconcile(cluster, md_body(), settings)
     assert out.retry is None
     degraded = out.status["conditions"][2]
     assert degraded["reason"] == "ApplyFailed"
     assert "apply Deployment iris-stable was rejected" in degraded["message"]
+    assert error.message in degraded["message"]
     assert ("Warning", "ApplyFailed", degraded["message"]) in cluster.events
 
 
@@ -224,17 +238,6 @@ def test_a_namespace_being_deleted_ends_the_reconcile_quietly(
         reconcile(cluster, md_body(), settings)
     assert cluster.status_patches == []  # no Degraded for a namespace on its way out
     assert cluster.events == []
-
-
-def test_a_403_for_any_other_reason_is_a_rejection(
-    cluster: FakeCluster, settings: OperatorSettings
-) -> None:
-    cluster.fail[("apply", "iris-stable")] = ApiError(
-        403, "Forbidden", 'deployments.apps "iris-stable" is forbidden: exceeded quota: compute'
-    )
-    out = reconcile(cluster, md_body(), settings)
-    assert out.status["conditions"][2]["reason"] == "ApplyFailed"
-    assert "exceeded quota" in out.status["conditions"][2]["message"]
 
 
 def test_a_model_deployment_deleted_mid_reconcile_is_gone_not_failed(

@@ -126,15 +126,20 @@ class ThreadRecorder:
         return [x[:, 0] for _ in methods]
 
 
-async def test_a_lone_request_to_a_quick_model_runs_on_the_loop() -> None:
-    rec = ThreadRecorder()
-    b = MicroBatcher(rec, max_batch_rows=64, max_wait_s=0)
+async def lone_requests(rec: ThreadRecorder, **options: float) -> None:
+    """Three requests one after another, each alone in the queue."""
+    b = MicroBatcher(rec, max_batch_rows=64, max_wait_s=0, **options)
     b.start()
     try:
         for _ in range(3):
             await b.submit(np.ones((1, 1)), ("predict",))
     finally:
         await b.stop()
+
+
+async def test_a_lone_request_to_a_quick_model_runs_on_the_loop() -> None:
+    rec = ThreadRecorder()
+    await lone_requests(rec)
     loop_thread = threading.get_ident()
     # The first call is timed in the worker; once known to be quick, lone calls stay inline.
     assert rec.threads[0] != loop_thread
@@ -143,13 +148,7 @@ async def test_a_lone_request_to_a_quick_model_runs_on_the_loop() -> None:
 
 async def test_a_slow_model_never_blocks_the_loop() -> None:
     rec = ThreadRecorder(seconds=0.03)
-    b = MicroBatcher(rec, max_batch_rows=64, max_wait_s=0, inline_max_s=0.02)
-    b.start()
-    try:
-        for _ in range(3):
-            await b.submit(np.ones((1, 1)), ("predict",))
-    finally:
-        await b.stop()
+    await lone_requests(rec, inline_max_s=0.02)
     assert threading.get_ident() not in rec.threads
 
 
