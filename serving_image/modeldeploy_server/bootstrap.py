@@ -68,14 +68,20 @@ def _warm_up(model: LoadedModel) -> None:
     """One throwaway predict so the first real request doesn't pay for lazy initialisation."""
     if model.n_features is None:
         return
+    predict = model.forest.predict if model.forest is not None else model.estimator.predict
     try:
-        model.estimator.predict(np.zeros((1, model.n_features)))
+        predict(np.zeros((1, model.n_features)))
     except Exception as exc:  # a model that needs strings can't take zeros; that's fine
         log.debug("warm-up predict skipped: %s", exc)
 
 
 def _load_and_warm(path: Path, settings: Settings) -> LoadedModel:
-    model = load_model(path, settings.model_format, extra_trusted=settings.trusted_types)
+    model = load_model(
+        path,
+        settings.model_format,
+        extra_trusted=settings.trusted_types,
+        fast_forest=settings.fast_forest,
+    )
     _warm_up(model)
     return model
 

@@ -59,6 +59,7 @@ class Settings(BaseSettings):
         10 * 1024 * 1024, ge=1024, validation_alias=_env("max_body_bytes", "MAX_BODY_BYTES")
     )
     predict_proba: bool = Field(False, validation_alias=_env("predict_proba", "PREDICT_PROBA"))
+    fast_forest: bool = Field(True, validation_alias=_env("fast_forest", "FAST_FOREST"))
     skops_trusted_types: str = Field(
         "", validation_alias=_env("skops_trusted_types", "SKOPS_TRUSTED_TYPES")
     )
@@ -131,6 +132,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_const",
         const=True,
         help="V1 returns predict_proba [PREDICT_PROBA]",
+    )
+    add(
+        "--fast-forest",
+        action=argparse.BooleanOptionalAction,
+        help="serve RandomForest/ExtraTrees without joblib's per-tree dispatch, checked to give "
+        "identical results at load; default on [FAST_FOREST]",
     )
     add("--skops-trusted-types", help="extra comma-separated skops types [SKOPS_TRUSTED_TYPES]")
     add("--download-attempts", type=int, help="tries per download [DOWNLOAD_ATTEMPTS]")

@@ -203,6 +203,7 @@ class DataPlane:
             "storage_uri": self.info.storage_uri,
             "track": self.info.track,
             "accepts_nan": m.allow_nan,
+            "predict_path": m.predict_path,
         }
         if m.feature_names is not None:
             params["feature_names"] = list(m.feature_names)
@@ -221,11 +222,13 @@ class DataPlane:
 
     def _predict(self, x: Array, methods: tuple[str, ...]) -> list[Array]:
         """Runs in the predict thread with a whole coalesced batch."""
-        assert self.model is not None
-        est = self.model.estimator
+        model = self.model
+        assert model is not None
         out: list[Array] = []
         for method in methods:
-            result = np.asarray(getattr(est, method)(x))
+            fast = model.forest.method(method) if model.forest is not None else None
+            call = fast if fast is not None else getattr(model.estimator, method)
+            result = np.asarray(call(x))
             if result.shape[:1] != x.shape[:1]:
                 raise InferenceError(
                     f"{method} returned {result.shape[0] if result.ndim else 0} rows for "

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from modeldeploy_server.errors import StartupError
+from modeldeploy_server.forest import ForestPredictor, compile_forest, verify
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,15 @@ class LoadedModel:
     trained_sklearn_version: str | None
     version_warnings: list[str] = field(default_factory=list)
     load_seconds: float = 0.0
+    # Set when predictions come from forest.ForestPredictor instead of the estimator's methods.
+    forest: ForestPredictor | None = None
+
+    @property
+    def predict_path(self) -> str:
+        """How predictions are computed, for logs and the V2 model metadata."""
+        if self.forest is None:
+            return "estimator"
+        return f"forest fast path: {self.forest.description}"
 
     @property
     def is_classifier(self) -> bool:
@@ -135,6 +145,7 @@ def load_model(
     fmt: Literal["sklearn", "skops"],
     *,
     extra_trusted: tuple[str, ...] = (),
+    fast_forest: bool = True,
 ) -> LoadedModel:
     """Load ``path`` or raise StartupError with a sentence a person can act on."""
     import time
@@ -214,6 +225,7 @@ def load_model(
     n, names, classes, has_proba, allow_nan = _describe(est)
     if trained is None:
         trained = sklearn.__version__  # no warning: unpickling found the same version
+    forest = _checked_forest(est, path) if fast_forest else None
     return LoadedModel(
         estimator=est,
         path=path,
@@ -228,4 +240,28 @@ def load_model(
         trained_sklearn_version=trained,
         version_warnings=version_warnings,
         load_seconds=time.perf_counter() - started,
+        forest=forest,
     )
+
+
+def _checked_forest(est: Any, path: Path) -> ForestPredictor | None:
+    """The forest fast path for ``est`` if it has one and it matches the estimator exactly."""
+    predictor = compile_forest(est)
+    if predictor is None:
+        return None
+    try:
+        mismatch = verify(est, predictor)
+    except Exception as exc:  # the estimator's own predict failed on probe rows
+        mismatch = f"probing failed ({type(exc).__name__}: {exc})"
+    if mismatch is not None:
+        log.warning(
+            "%s: not using the forest fast path, it differs from scikit-learn's own predict "
+            "(%s); serving through the estimator",
+            path.name,
+            mismatch,
+        )
+        return None
+    log.info(
+        "%s: %s, checked against the estimator's own predict", path.name, predictor.description
+    )
+    return predictor

@@ -49,6 +49,9 @@ async def test_health_and_metadata_when_ready(make_client: Factory) -> None:
     assert [o["name"] for o in meta["outputs"]] == ["output-0", "probabilities"]
     assert meta["outputs"][0]["datatype"] == "INT64"
     assert meta["parameters"]["classes"] == [0, 1, 2]
+    assert meta["parameters"]["predict_path"] == (
+        "forest fast path: RandomForestClassifier (10 trees)"
+    )
     assert (await client.get("/v2/models/iris/versions/v1")).status_code == 200
 
 

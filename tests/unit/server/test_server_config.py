@@ -51,6 +51,15 @@ def test_defaults() -> None:
     assert s.model_dir == Path("/mnt/models")
     assert s.version == "stable"  # no digest: the track
     assert s.access_log is False
+    assert s.fast_forest is True
+
+
+def test_fast_forest_off_by_env_or_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAST_FOREST", "false")
+    assert load_settings([]).fast_forest is False
+    assert load_settings(["--fast-forest"]).fast_forest is True
+    monkeypatch.delenv("FAST_FOREST")
+    assert load_settings(["--no-fast-forest"]).fast_forest is False
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,240 @@
+"""The forest fast path gives scikit-learn's own answers, exactly, or steps aside.
+
+Every comparison is ``np.array_equal`` on the arrays scikit-learn returns (same dtype, same bits),
+on training rows, probe rows and random rows, for each estimator the path claims to serve.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+from modeldeploy_server import forest as forest_mod
+from modeldeploy_server.forest import ForestPredictor, compile_forest, verify
+from modeldeploy_server.model import load_model
+from sklearn.datasets import make_classification, make_regression
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    GradientBoostingClassifier,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+Array = np.ndarray[Any, Any]
+
+
+def _classification(n_classes: int = 3) -> tuple[Array, Array]:
+    x, y = make_classification(
+        n_samples=400, n_features=6, n_informative=4, n_classes=n_classes, random_state=0
+    )
+    return x, y
+
+
+def _served() -> list[tuple[str, Any, Array]]:
+    x, y = _classification()
+    xb, yb = _classification(2)
+    xr, yr = make_regression(n_samples=300, n_features=5, noise=5.0, random_state=0)
+    labels = np.array(["cat", "dog"])[yb]
+    return [
+        ("random-forest", RandomForestClassifier(n_estimators=25, random_state=0).fit(x, y), x),
+        ("extra-trees", ExtraTreesClassifier(n_estimators=25, random_state=0).fit(x, y), x),
+        (
+            "string-labels",
+            RandomForestClassifier(n_estimators=15, random_state=1).fit(xb, labels),
+            xb,
+        ),
+        (
+            "shallow-weighted",
+            RandomForestClassifier(
+                n_estimators=30, max_depth=3, class_weight="balanced", random_state=2
+            ).fit(x, y),
+            x,
+        ),
+        (
+            "n-jobs-2",
+            RandomForestClassifier(n_estimators=20, n_jobs=2, random_state=3).fit(x, y),
+            x,
+        ),
+        ("rf-regressor", RandomForestRegressor(n_estimators=20, random_state=0).fit(xr, yr), xr),
+        ("et-regressor", ExtraTreesRegressor(n_estimators=20, random_state=0).fit(xr, yr), xr),
+        (
+            "pipeline",
+            Pipeline(
+                [
+                    ("scale", StandardScaler()),
+                    ("skip", "passthrough"),
+                    ("forest", RandomForestClassifier(n_estimators=20, random_state=0)),
+                ]
+            ).fit(x, y),
+            x,
+        ),
+    ]
+
+
+SERVED = _served()
+
+
+def _rows(x: Array) -> list[Array]:
+    rng = np.random.default_rng(7)
+    return [
+        x,
+        x[:1],
+        rng.normal(size=(50, x.shape[1])) * x.std(axis=0) * 3,
+        x[:20].astype(np.float32),
+        np.rint(x[:20]).astype(np.int64),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("est", "x"), [(e, x) for _, e, x in SERVED], ids=[n for n, _, _ in SERVED]
+)
+def test_same_answers_as_scikit_learn(est: Any, x: Array) -> None:
+    predictor = compile_forest(est)
+    assert predictor is not None
+    assert verify(est, predictor) is None
+    for rows in _rows(x):
+        expected = est.predict(rows)
+        got = predictor.predict(rows)
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
+        if hasattr(est, "predict_proba"):
+            method = predictor.method("predict_proba")
+            assert method is not None
+            proba = est.predict_proba(rows)
+            assert method(rows).dtype == proba.dtype
+            np.testing.assert_array_equal(method(rows), proba)
+
+
+def test_a_regressor_offers_no_predict_proba() -> None:
+    est = dict((n, e) for n, e, _ in SERVED)["rf-regressor"]
+    predictor = compile_forest(est)
+    assert predictor is not None
+    assert predictor.method("predict_proba") is None
+    assert predictor.method("predict") is not None
+
+
+def _not_served() -> list[tuple[str, Any]]:
+    x, y = _classification()
+    multi = np.column_stack([y, y % 2])
+
+    class TweakedForest(RandomForestClassifier):
+        def predict(self, X: Any) -> Any:  # noqa: N803  (scikit-learn's argument name)
+            return np.zeros(len(X), dtype=int)
+
+    return [
+        ("subclass", TweakedForest(n_estimators=3, random_state=0).fit(x, y)),
+        ("multi-output", RandomForestClassifier(n_estimators=3, random_state=0).fit(x, multi)),
+        ("boosting", GradientBoostingClassifier(n_estimators=3, random_state=0).fit(x, y)),
+        ("linear", LogisticRegression(max_iter=500).fit(x, y)),
+        ("pipeline-to-linear", Pipeline([("m", LogisticRegression(max_iter=500))]).fit(x, y)),
+        ("unfitted", RandomForestClassifier()),
+    ]
+
+
+@pytest.mark.parametrize("est", [e for _, e in _not_served()], ids=[n for n, _ in _not_served()])
+def test_other_estimators_are_left_to_scikit_learn(est: Any) -> None:
+    assert compile_forest(est) is None
+
+
+def _forest() -> tuple[RandomForestClassifier, ForestPredictor, Array]:
+    x, y = _classification()
+    est = RandomForestClassifier(n_estimators=10, random_state=0).fit(x, y)
+    predictor = compile_forest(est)
+    assert predictor is not None
+    return est, predictor, x
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+def test_input_it_does_not_handle_gets_scikit_learns_own_answer_or_error() -> None:
+    x, y = _classification()
+    with_nan = x.copy()
+    with_nan[::7, 2] = np.nan  # trained with missing values: the trees route them
+    est = RandomForestClassifier(n_estimators=10, random_state=0).fit(with_nan, y)
+    predictor = compile_forest(est)
+    assert predictor is not None
+    probe = x[:30].copy()
+    probe[::3, 2] = np.nan
+    np.testing.assert_array_equal(predictor.predict(probe), est.predict(probe))
+    np.testing.assert_array_equal(predictor.predict_proba(probe), est.predict_proba(probe))
+    too_big = x[:2].copy()
+    too_big[0, 0] = 1e300  # finite in float64, infinite in float32
+    with pytest.raises(ValueError, match="infinity or a value too large"):
+        predictor.predict(too_big)
+    with pytest.raises(ValueError, match="features"):
+        predictor.predict(x[:2, :3])
+    with pytest.raises(ValueError, match="could not convert"):
+        predictor.predict(np.array([["a"] * x.shape[1]], dtype=object))
+
+
+def test_verify_names_the_method_and_row_that_differ() -> None:
+    est, predictor, _x = _forest()
+    f = predictor.forest
+    tables = list(f.tables)
+    tables[3] = tables[3][:, ::-1].copy()  # one tree's class columns swapped
+    broken = ForestPredictor(
+        forest_mod._Forest(f.applies, tuple(tables), f.classes, f.n_features, f.estimator),
+        (),
+        "broken",
+    )
+    message = verify(est, broken)
+    assert message is not None
+    assert message.startswith("predict")
+    assert "probe row" in message
+
+
+def test_verify_puts_n_jobs_back() -> None:
+    x, y = _classification()
+    est = RandomForestClassifier(n_estimators=8, n_jobs=2, random_state=0).fit(x, y)
+    predictor = compile_forest(est)
+    assert predictor is not None
+    assert verify(est, predictor) is None
+    assert est.n_jobs == 2
+
+
+def test_probe_rows_reach_many_leaves() -> None:
+    _est, predictor, _x = _forest()
+    rows = forest_mod.probe_rows(predictor).astype(np.float32)
+    first_tree = predictor.forest.applies[0]
+    leaves = set(first_tree(rows).tolist())
+    n_leaves = int((predictor.forest.estimator.estimators_[0].tree_.children_left == -1).sum())
+    assert len(leaves) >= n_leaves // 2
+
+
+def test_load_model_uses_it_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    est, _predictor, x = _forest()
+    path = tmp_path / "forest.joblib"
+    joblib.dump(est, path)
+    with caplog.at_level(logging.INFO, logger="modeldeploy_server.model"):
+        model = load_model(path, "sklearn")
+    assert model.forest is not None
+    assert model.predict_path == "forest fast path: RandomForestClassifier (10 trees)"
+    assert "checked against the estimator's own predict" in caplog.text
+    np.testing.assert_array_equal(model.forest.predict(x), est.predict(x))
+    assert load_model(path, "sklearn", fast_forest=False).forest is None
+    assert load_model(path, "sklearn", fast_forest=False).predict_path == "estimator"
+
+
+def test_load_model_falls_back_when_the_check_fails(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A scikit-learn release that changed what a leaf holds can't be installed next to the pinned
+    # one, so the check's verdict is what is replaced here.
+    est, _predictor, _x = _forest()
+    path = tmp_path / "forest.joblib"
+    joblib.dump(est, path)
+    monkeypatch.setattr(
+        "modeldeploy_server.model.verify", lambda *_: "predict differs on probe row 4: 1 vs 2"
+    )
+    with caplog.at_level(logging.WARNING, logger="modeldeploy_server.model"):
+        model = load_model(path, "sklearn")
+    assert model.forest is None
+    assert "not using the forest fast path" in caplog.text
+    assert "probe row 4" in caplog.text
