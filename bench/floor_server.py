@@ -5,7 +5,9 @@ A raw ASGI callable with no framework, no validation, no metrics and no batching
 header as modeldeploy-server, so bench/serve_bench.py can subtract each request's own predict and
 compare what is left (loopback, uvicorn, the client, waking an idle CPU after a long predict)
 with ours in the same run. Nobody should serve this way; it exists to show what is not ours to
-save. Run as ``uvicorn floor_server:app`` with MODEL_PATH set.
+save. It predicts through modeldeploy-server's forest fast path when the model has one, so the
+two differ only in what happens around the predict. Run as ``uvicorn floor_server:app`` with
+MODEL_PATH set.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from typing import Any
 import joblib
 import numpy as np
 import orjson
+from modeldeploy_server.forest import compile_forest
 
 MODEL = joblib.load(os.environ["MODEL_PATH"])
+PREDICT = getattr(compile_forest(MODEL), "predict", MODEL.predict)
 HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -33,7 +37,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             break
     x = np.asarray(orjson.loads(body)["instances"], dtype=np.float64)
     started = time.perf_counter()
-    predictions = MODEL.predict(x)
+    predictions = PREDICT(x)
     timing = f"predict;dur={(time.perf_counter() - started) * 1000:.3f}".encode()
     await send(
         {

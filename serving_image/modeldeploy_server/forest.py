@@ -20,6 +20,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,66 @@ def _exact(est: Any, module: str, names: tuple[str, ...]) -> bool:
     return cls.__module__ == module and cls.__name__ in names
 
 
+# Above this many nodes in all trees together the walk tables are not built (they would cost ~20
+# bytes a node beside the model's own); such forests take the per-tree path at every size.
+_WALK_MAX_NODES = 2_000_000
+# Walking all trees at once costs depth x rows x trees numpy work, calling Tree.apply per tree a
+# fixed ~4 µs each plus rows x depth in C: the walk wins only while rows x depth is small.
+_WALK_MAX_ROW_LEVELS = 128
+
+
+@dataclass(frozen=True, slots=True)
+class _Walk:
+    """Every tree's nodes in one set of flat arrays, to walk all trees a level at a time.
+
+    Leaves point to themselves with an infinite threshold, so walking ``depth`` levels leaves
+    every row in its leaf whatever its path length. Only finite float32 input comes here, where
+    "go left iff x <= threshold" (float32 promoted to float64) is all Tree.apply does.
+    """
+
+    roots: Array  # (trees,) index of each tree's root in the flat arrays
+    feature: Array
+    threshold: Array
+    left: Array
+    right: Array
+    values: Array  # the per-tree tables, concatenated
+    depth: int
+
+    def mean_terms(self, x32: Array) -> Array:
+        """(trees, rows, ...) leaf outputs, trees in the estimators' order."""
+        nodes = np.broadcast_to(self.roots, (x32.shape[0], self.roots.shape[0]))
+        rows = np.arange(x32.shape[0])[:, None]
+        for _ in range(self.depth):
+            go_left = x32[rows, self.feature[nodes]] <= self.threshold[nodes]
+            nodes = np.where(go_left, self.left[nodes], self.right[nodes])
+        terms: Array = self.values[nodes.T]
+        return terms
+
+
+def _walk(trees: list[Any], tables: list[Array]) -> _Walk | None:
+    sizes = [int(t.node_count) for t in trees]
+    if sum(sizes) > _WALK_MAX_NODES:
+        return None
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
+    feature, threshold, left, right = [], [], [], []
+    for t, offset in zip(trees, offsets, strict=True):
+        leaf = t.children_left == -1
+        own = np.arange(t.node_count)
+        feature.append(np.where(leaf, 0, t.feature))
+        threshold.append(np.where(leaf, np.inf, t.threshold))
+        left.append(np.where(leaf, own, t.children_left) + offset)
+        right.append(np.where(leaf, own, t.children_right) + offset)
+    return _Walk(
+        roots=offsets,
+        feature=np.concatenate(feature).astype(np.intp),
+        threshold=np.concatenate(threshold).astype(np.float64),
+        left=np.concatenate(left).astype(np.intp),
+        right=np.concatenate(right).astype(np.intp),
+        values=np.concatenate(tables),
+        depth=max(int(t.max_depth) for t in trees),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _Forest:
     """The parts of a fitted single-output forest that predicting needs."""
@@ -53,6 +114,7 @@ class _Forest:
     classes: Array | None  # None for a regressor
     n_features: int
     estimator: Any  # the forest, for input this path leaves to scikit-learn
+    walk: _Walk | None = None
 
     def _float32(self, x: Any) -> Array | None:
         """x as the float32 matrix scikit-learn would walk, or None to let scikit-learn decide."""
@@ -68,29 +130,39 @@ class _Forest:
             return None
         return x32
 
-    def _mean(self, x32: Array) -> Array:
-        width = self.tables[0].shape[1:]
-        out = np.zeros((x32.shape[0], *width), dtype=np.float64)
-        for apply, table in zip(self.applies, self.tables, strict=True):
-            out += table.take(apply(x32), axis=0)
+    def _mean(self, x32: Array, path: str | None = None) -> Array:
+        """Mean leaf output over the trees, summed one tree after another from zero as
+        scikit-learn's forests do, so the float64 result is bit for bit theirs."""
+        if path is None:
+            small = self.walk is not None and x32.shape[0] * self.walk.depth <= _WALK_MAX_ROW_LEVELS
+            path = "walk" if small else "apply"
+        if path == "walk":
+            assert self.walk is not None
+            # accumulate is strictly sequential along the axis (np.sum may pair terms up).
+            out: Array = np.add.accumulate(self.walk.mean_terms(x32), axis=0)[-1]
+        else:
+            width = self.tables[0].shape[1:]
+            out = np.zeros((x32.shape[0], *width), dtype=np.float64)
+            for apply, table in zip(self.applies, self.tables, strict=True):
+                out += table.take(apply(x32), axis=0)
         out /= len(self.applies)
         return out
 
-    def predict(self, x: Array) -> Array:
+    def predict(self, x: Array, path: str | None = None) -> Array:
         x32 = self._float32(x)
         if x32 is None:
             return np.asarray(self.estimator.predict(x))
-        mean = self._mean(x32)
+        mean = self._mean(x32, path)
         if self.classes is None:
             return mean
         labels: Array = self.classes.take(np.argmax(mean, axis=1), axis=0)
         return labels
 
-    def predict_proba(self, x: Array) -> Array:
+    def predict_proba(self, x: Array, path: str | None = None) -> Array:
         x32 = self._float32(x)
         if self.classes is None or x32 is None:
             return np.asarray(self.estimator.predict_proba(x))
-        return self._mean(x32)
+        return self._mean(x32, path)
 
 
 def _forest(est: Any) -> _Forest | None:
@@ -105,7 +177,7 @@ def _forest(est: Any) -> _Forest | None:
     if not isinstance(n_features, int):
         return None
     applies = []
-    tables = []
+    tables: list[Array] = []
     for tree in trees:
         if not _exact(tree, "sklearn.tree._classes", _TREES) or tree.n_outputs_ != 1:
             return None
@@ -126,7 +198,8 @@ def _forest(est: Any) -> _Forest | None:
     classes = np.asarray(est.classes_) if is_classifier else None
     if classes is not None and (classes.ndim != 1 or tables[0].shape[1] != len(classes)):
         return None
-    return _Forest(tuple(applies), tuple(tables), classes, n_features, est)
+    walk = _walk([t.tree_ for t in trees], tables)
+    return _Forest(tuple(applies), tuple(tables), classes, n_features, est, walk)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,17 +210,18 @@ class ForestPredictor:
     transforms: tuple[Method, ...]  # the Pipeline's steps before the forest, in order
     description: str
 
-    def _transformed(self, x: Array) -> Array:
+    def transform(self, x: Array) -> Array:
+        """x through the Pipeline's steps before the forest (x itself for a bare forest)."""
         # As Pipeline.predict does without metadata routing: each step's transform in turn.
         for transform in self.transforms:
             x = transform(x)
         return x
 
     def predict(self, x: Array) -> Array:
-        return self.forest.predict(self._transformed(x))
+        return self.forest.predict(self.transform(x))
 
     def predict_proba(self, x: Array) -> Array:
-        return self.forest.predict_proba(self._transformed(x))
+        return self.forest.predict_proba(self.transform(x))
 
     def method(self, name: str) -> Method | None:
         """The replacement for ``getattr(estimator, name)``, or None where there is none."""
@@ -229,14 +303,19 @@ def verify(est: Any, predictor: ForestPredictor) -> str | None:
     on numeric rows of its input width (skipped if its steps refuse them: then there is nothing
     to compare). With ``n_jobs`` > 1 a forest sums its trees in whatever order the threads finish,
     so its last bits vary from call to call; the probe compares with ``n_jobs=1``, the order this
-    module always uses, and puts the user's setting back afterwards.
+    module always uses, and puts the user's setting back afterwards. Both ways of walking the
+    trees are checked on every probe row, whichever the row count would pick.
     """
     f = predictor.forest
     checks: list[tuple[str, Method, Method, Array]] = []
     probe = probe_rows(predictor)
-    checks.append(("predict", f.estimator.predict, f.predict, probe))
-    if f.classes is not None:
-        checks.append(("predict_proba", f.estimator.predict_proba, f.predict_proba, probe))
+    for path in ("apply", "walk") if f.walk is not None else ("apply",):
+        checks.append(
+            (f"predict ({path})", f.estimator.predict, partial(f.predict, path=path), probe)
+        )
+        if f.classes is not None:
+            proba = partial(f.predict_proba, path=path)
+            checks.append((f"predict_proba ({path})", f.estimator.predict_proba, proba, probe))
     raw = _raw_rows(est) if predictor.transforms else None
     if raw is not None:
         checks.append(("pipeline predict", est.predict, predictor.predict, raw))

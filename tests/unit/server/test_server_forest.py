@@ -99,18 +99,26 @@ def _rows(x: Array) -> list[Array]:
 def test_same_answers_as_scikit_learn(est: Any, x: Array) -> None:
     predictor = compile_forest(est)
     assert predictor is not None
+    assert predictor.forest.walk is not None
     assert verify(est, predictor) is None
+    f = predictor.forest
     for rows in _rows(x):
         expected = est.predict(rows)
         got = predictor.predict(rows)
         assert got.dtype == expected.dtype
         np.testing.assert_array_equal(got, expected)
-        if hasattr(est, "predict_proba"):
+        proba = est.predict_proba(rows) if hasattr(est, "predict_proba") else None
+        if proba is not None:
             method = predictor.method("predict_proba")
             assert method is not None
-            proba = est.predict_proba(rows)
             assert method(rows).dtype == proba.dtype
             np.testing.assert_array_equal(method(rows), proba)
+        # Each way of walking the trees, whatever the row count would pick.
+        xt = predictor.transform(rows)
+        for path in ("apply", "walk"):
+            np.testing.assert_array_equal(f.predict(xt, path=path), expected)
+            if proba is not None:
+                np.testing.assert_array_equal(f.predict_proba(xt, path=path), proba)
 
 
 def test_a_regressor_offers_no_predict_proba() -> None:
@@ -188,6 +196,41 @@ def test_verify_names_the_method_and_row_that_differ() -> None:
     assert message is not None
     assert message.startswith("predict")
     assert "probe row" in message
+
+
+def test_verify_checks_the_level_walk_on_its_own() -> None:
+    est, predictor, _x = _forest()
+    f = predictor.forest
+    assert f.walk is not None
+    # Every split moved just below its threshold: the per-tree path is untouched.
+    threshold = np.nextafter(f.walk.threshold, -np.inf)
+    walk = forest_mod._Walk(
+        f.walk.roots,
+        f.walk.feature,
+        threshold,
+        f.walk.left,
+        f.walk.right,
+        f.walk.values,
+        f.walk.depth,
+    )
+    broken = ForestPredictor(
+        forest_mod._Forest(f.applies, f.tables, f.classes, f.n_features, f.estimator, walk),
+        (),
+        "broken walk",
+    )
+    message = verify(est, broken)
+    assert message is not None
+    assert message.startswith("predict (walk)")
+
+
+def test_big_forests_skip_the_walk_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    est, _predictor, x = _forest()
+    monkeypatch.setattr(forest_mod, "_WALK_MAX_NODES", 10)
+    predictor = compile_forest(est)
+    assert predictor is not None
+    assert predictor.forest.walk is None
+    assert verify(est, predictor) is None
+    np.testing.assert_array_equal(predictor.predict(x[:1]), est.predict(x[:1]))
 
 
 def test_verify_puts_n_jobs_back() -> None:
