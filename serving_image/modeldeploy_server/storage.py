@@ -177,6 +177,18 @@ def _filesystem(loc: StorageLocation, env: Mapping[str, str]) -> Any:
         return fsspec.filesystem("s3", **s3_options(env))
     if loc.scheme == "gs":
         token = env.get("GOOGLE_APPLICATION_CREDENTIALS") or None
+        emulator = env.get("STORAGE_EMULATOR_HOST")  # the Google SDKs' variable, same meaning
+        if emulator:
+            from gcsfs.core import GCSFileSystem
+
+            if "://" not in emulator:
+                emulator = f"http://{emulator}"
+            # The plain JSON-API filesystem: gcsfs's default one first asks the gRPC Storage
+            # Control API for each bucket's layout, which an emulator never answers (60 s, every
+            # call). Without a key file an emulator wants no credentials at all.
+            return GCSFileSystem(
+                token=token or "anon", endpoint_url=emulator, skip_instance_cache=True
+            )
         return fsspec.filesystem("gcs", token=token, skip_instance_cache=True)
     if loc.scheme == "http":
         import aiohttp

@@ -4,6 +4,8 @@
   test freeze a download mid-flight without sleeping.
 * ``s3_store``: moto's standalone ``ThreadedMotoServer`` (a real S3 HTTP API), with boto3 to upload
   and the AWS_* / S3_ENDPOINT_URL environment a pod would get from its credentials Secret.
+* ``gcs_store``: gcp-storage-emulator (Google Cloud Storage's JSON API, in memory), reached the
+  way a pod would: STORAGE_EMULATOR_HOST in the environment, no credentials.
 * tiny iris models as bytes: joblib, skops, an skops file with an untrusted type, and garbage.
 """
 
@@ -23,7 +25,7 @@ import joblib
 import pytest
 import skops.io as sio
 from moto.server import ThreadedMotoServer
-from server_stores import HttpStore, S3Store
+from server_stores import GcsStore, HttpStore, S3Store, free_port
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
@@ -110,6 +112,29 @@ def s3_store(moto_server: str, request: pytest.FixtureRequest) -> S3Store:
     bucket = "".join(c if c.isalnum() or c == "-" else "-" for c in bucket)
     client.create_bucket(Bucket=bucket)
     return S3Store(endpoint=moto_server, env=env, client=client, bucket=bucket)
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[str]:
+    from gcp_storage_emulator.server import create_server
+
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def gcs_store(gcs_emulator: str, request: pytest.FixtureRequest) -> GcsStore:
+    from gcsfs.core import GCSFileSystem
+
+    endpoint = f"http://{gcs_emulator}"
+    fs = GCSFileSystem(token="anon", endpoint_url=endpoint, skip_instance_cache=True)
+    bucket = "g-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:50]
+    fs.mkdir(bucket.strip("-"))
+    # As a user would set it in spec.server.env: host:port, no scheme.
+    return GcsStore(endpoint, {"STORAGE_EMULATOR_HOST": gcs_emulator}, fs, bucket.strip("-"))
 
 
 @pytest.fixture

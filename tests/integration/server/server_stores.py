@@ -43,3 +43,17 @@ class S3Store:
     def put(self, key: str, data: bytes) -> str:
         self.client.put_object(Bucket=self.bucket, Key=key, Body=io.BytesIO(data))
         return f"s3://{self.bucket}/{key}"
+
+
+@dataclass
+class GcsStore:
+    """A bucket on a GCS emulator (gcp-storage-emulator) speaking the JSON API on loopback."""
+
+    endpoint: str
+    env: dict[str, str]
+    fs: Any
+    bucket: str
+
+    def put(self, key: str, data: bytes) -> str:
+        self.fs.pipe(f"{self.bucket}/{key}", data)
+        return f"gs://{self.bucket}/{key}"

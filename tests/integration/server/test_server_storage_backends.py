@@ -1,4 +1,4 @@
-"""fetch() + load_model() against a real HTTP server and a real S3 API (moto) on loopback."""
+"""fetch() + load_model() against a real HTTP server, a real S3 API (moto) and a GCS emulator."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from modeldeploy_server.errors import StartupError
 from modeldeploy_server.model import load_model
 from modeldeploy_server.storage import fetch
-from server_stores import HttpStore, S3Store, free_port
+from server_stores import GcsStore, HttpStore, S3Store, free_port
 
 pytestmark = pytest.mark.integration
 PVC = Path("/nonexistent-pvc")
@@ -192,3 +192,63 @@ class TestS3:
             )
         assert "could not download s3://models/iris/model.joblib after retries" in err.value.message
         assert "attempt 1/2" in caplog.text
+
+
+def fetch_gcs(store: GcsStore, uri: str, model_dir: Path, **kw: Any) -> Any:
+    return fetch(
+        uri, model_dir=model_dir, pvc_root=PVC, env=store.env, attempts=2, backoff_s=0, **kw
+    )
+
+
+class TestGcs:
+    def test_prefix_with_one_model(
+        self, gcs_store: GcsStore, artifacts: dict[str, bytes], tmp_path: Path
+    ) -> None:
+        gcs_store.put("iris/v2/model.joblib", artifacts["joblib"])
+        gcs_store.put("iris/v2/README.md", b"notes")
+        art = fetch_gcs(
+            gcs_store,
+            f"gs://{gcs_store.bucket}/iris/v2/",
+            tmp_path,
+            fmt="sklearn",
+            sha256=sha(artifacts["joblib"]),
+        )
+        assert art.model_path == tmp_path / "model.joblib"
+        assert art.model_path.read_bytes() == artifacts["joblib"]
+        assert not (tmp_path / "README.md").exists()
+        model = load_model(art.model_path, "sklearn")
+        assert model.estimator.predict(np.array([[5.1, 3.5, 1.4, 0.2]])).tolist() == [0]
+
+    def test_single_skops_object(
+        self, gcs_store: GcsStore, artifacts: dict[str, bytes], tmp_path: Path
+    ) -> None:
+        uri = gcs_store.put("iris/model.skops", artifacts["skops"])
+        art = fetch_gcs(gcs_store, uri, tmp_path, fmt="skops")
+        assert load_model(art.model_path, "skops").classes is not None
+
+    def test_two_candidates(
+        self, gcs_store: GcsStore, artifacts: dict[str, bytes], tmp_path: Path
+    ) -> None:
+        gcs_store.put("iris/a.joblib", artifacts["joblib"])
+        gcs_store.put("iris/b.pkl", artifacts["joblib"])
+        with pytest.raises(StartupError) as err:
+            fetch_gcs(gcs_store, f"gs://{gcs_store.bucket}/iris", tmp_path, fmt="sklearn")
+        assert err.value.reason == "ambiguous_artifact"
+        assert "a.joblib, b.pkl" in err.value.message
+
+    def test_missing_object_and_bucket(self, gcs_store: GcsStore, tmp_path: Path) -> None:
+        uri = f"gs://{gcs_store.bucket}/iris/v9/model.joblib"
+        with pytest.raises(StartupError) as err:
+            fetch_gcs(gcs_store, uri, tmp_path, fmt="sklearn")
+        assert err.value.reason == "artifact_missing"
+        assert f"model artifact not found at {uri}" in err.value.message
+        with pytest.raises(StartupError, match="model artifact not found at gs://no-such-bucket"):
+            fetch_gcs(gcs_store, "gs://no-such-bucket/iris/", tmp_path, fmt="sklearn")
+
+    def test_digest_mismatch(
+        self, gcs_store: GcsStore, artifacts: dict[str, bytes], tmp_path: Path
+    ) -> None:
+        uri = gcs_store.put("iris/model.joblib", artifacts["joblib"])
+        with pytest.raises(StartupError) as err:
+            fetch_gcs(gcs_store, uri, tmp_path, fmt="sklearn", sha256="0" * 64)
+        assert err.value.reason == "digest_mismatch"

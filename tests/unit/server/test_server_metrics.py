@@ -1,4 +1,4 @@
-"""Predicted-class counting: the same counts for small and large batches, and a bounded label set."""
+"""Predicted-class counting: same counts for small and large batches, a bounded label set."""
 
 from __future__ import annotations
 
