@@ -33,7 +33,12 @@ from modeldeploy_server import __version__, schemas
 from modeldeploy_server.batcher import predict_seconds
 from modeldeploy_server.codec import encode_json
 from modeldeploy_server.dataplane import DataPlane
-from modeldeploy_server.errors import PayloadTooLargeError, ServerError, UnsupportedEndpointError
+from modeldeploy_server.errors import (
+    InferenceError,
+    PayloadTooLargeError,
+    ServerError,
+    UnsupportedEndpointError,
+)
 from modeldeploy_server.metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
@@ -58,6 +63,17 @@ def json_response(obj: Any, status: int = 200) -> Response:
 
 def _error_body(message: str) -> bytes:
     return encode_json({"error": message})
+
+
+def _inference_body(result: dict[str, Any]) -> bytes:
+    """A predict/infer answer as JSON. Output JSON can't hold is the model's doing: say so."""
+    try:
+        return encode_json(result)
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        raise InferenceError(
+            f"the model's output cannot be written as JSON ({exc}); its predict must return "
+            "numbers, strings or booleans"
+        ) from None
 
 
 def _error_reply(errors: Counter, exc: Exception) -> tuple[int, bytes]:
@@ -225,7 +241,7 @@ class ServingMiddleware:
             else:
                 version = params[1] if len(params) > 1 else None
                 result = await self.dp.v2_infer(params[0], version, body)
-            status, payload = 200, encode_json(result)
+            status, payload = 200, _inference_body(result)
         except _ClientGoneError:
             return 499  # nginx's "client closed request": counted, never sent
         except Exception as exc:
@@ -296,7 +312,9 @@ def _build_routers(dp: DataPlane) -> list[APIRouter]:
         openapi_extra=schemas.request_body(schemas.V1PredictRequest),
     )
     async def v1_predict(name: str, request: Request) -> Response:
-        return json_response(await dp.v1_predict(name, await request.body()))
+        return Response(
+            _inference_body(await dp.v1_predict(name, await request.body())), media_type=JSON
+        )
 
     @v1.post("/v1/models/{name}:explain", responses=_responses(501), include_in_schema=False)
     async def v1_explain(name: str) -> Response:
@@ -357,7 +375,9 @@ def _build_routers(dp: DataPlane) -> list[APIRouter]:
     @v2.post("/v2/models/{name}/infer", **infer_doc)
     @v2.post("/v2/models/{name}/versions/{version}/infer", **infer_doc)
     async def v2_infer(name: str, request: Request, version: str | None = None) -> Response:
-        return json_response(await dp.v2_infer(name, version, await request.body()))
+        return Response(
+            _inference_body(await dp.v2_infer(name, version, await request.body())), media_type=JSON
+        )
 
     return [health, v1, v2]
 

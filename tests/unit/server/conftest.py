@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,7 @@ async def make_client(
         max_body_bytes: int = 64 * 1024,
         predict_proba_v1: bool = False,
         max_batch_rows: int = 1024,
+        estimator: Any = None,
     ) -> tuple[httpx.AsyncClient, DataPlane]:
         info = ServingInfo(
             name="iris",
@@ -125,7 +127,11 @@ async def make_client(
         )
         dp = DataPlane(info, Metrics(), max_batch_rows=max_batch_rows, max_wait_s=0.0)
         if model is not None:
-            await dp.set_ready(loaded(model_files[model]), "ab" * 32)
+            m = loaded(model_files[model])
+            if estimator is not None:
+                # Any object with predict, described as the named model (4 iris features).
+                m = replace(m, estimator=estimator, forest=None, estimator_class="test.Custom")
+            await dp.set_ready(m, "ab" * 32)
         app = create_app(dp, max_body_bytes=max_body_bytes, fast_path=fast_path)
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
         planes.append(dp)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.anyio
@@ -276,3 +278,46 @@ async def test_openapi_documents_the_raw_bodies(make_client: Factory) -> None:
     assert "V2Tensor" in spec["components"]["schemas"]
     assert "/v2/models/{name}/versions/{version}/infer" in spec["paths"]
     assert (await client.get("/docs")).status_code == 200
+
+
+class _Failing:
+    """Stands in for a model with a bug: predict raises, or returns what JSON can't hold."""
+
+    def __init__(self, output: Any = None, error: Exception | None = None) -> None:
+        self.output, self.error = output, error
+
+    def predict(self, x: Any) -> Any:
+        if self.error is not None:
+            raise self.error
+        return np.array([self.output] * len(x), dtype=object)
+
+
+async def test_a_model_that_raises_answers_500_with_the_reason(make_client: Factory) -> None:
+    client, dp = await make_client(estimator=_Failing(error=RuntimeError("boom")))
+    for path, body in (
+        ("/v1/models/iris:predict", {"instances": [ROW]}),
+        ("/v2/models/iris/infer", v2_body(ROW, [1, 4])),
+    ):
+        r = await client.post(path, json=body)
+        assert r.status_code == 500, r.text
+        assert r.json() == {"error": "inference failed: RuntimeError: boom"}
+    errors = dp.metrics.registry.get_sample_value(
+        "modeldeploy_errors_total", {"reason": "inference_error"}
+    )
+    assert errors == 2.0
+    assert (await client.get("/healthz")).status_code == 200  # and the server keeps serving
+
+
+async def test_output_json_cannot_hold_is_named(make_client: Factory) -> None:
+    client, _ = await make_client(estimator=_Failing(output=Decimal("1.5")))
+    r = await client.post("/v1/models/iris:predict", json={"instances": [ROW]})
+    assert r.status_code == 500
+    assert r.json()["error"].startswith(
+        "the model's output cannot be written as JSON (Type is not JSON serializable: "
+        "decimal.Decimal)"
+    )
+    # V2 has a type for it: other objects are BYTES, written as their str().
+    r = await client.post("/v2/models/iris/infer", json=v2_body(ROW, [1, 4]))
+    assert r.status_code == 200
+    assert r.json()["outputs"][0]["datatype"] == "BYTES"
+    assert r.json()["outputs"][0]["data"] == ["1.5"]
