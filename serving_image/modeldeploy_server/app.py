@@ -6,7 +6,8 @@ middleware (cheaper than BaseHTTPMiddleware): the X-Modeldeploy-Track header on 
 the body-size limit, and request metrics labelled by route template.
 
 The two inference routes (V1 ``:predict``, V2 ``/infer``) are also served straight from that
-middleware: FastAPI's route matching, dependency solving and exception middleware cost about
+middleware, which wraps the FastAPI app and matches them with the routes' own compiled patterns:
+FastAPI's route matching, dependency solving and exception middleware cost about
 0.4 ms a request here, more than a small model's predict. The FastAPI routes stay registered,
 with the same behaviour, for the OpenAPI docs and for ``create_app(fast_path=False)``; the unit
 tests run every case through both.
@@ -24,6 +25,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from prometheus_client import Counter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -89,16 +91,22 @@ def _error_reply(errors: Counter, exc: Exception) -> tuple[int, bytes]:
     return 500, _error_body(f"internal error: {type(exc).__name__}")
 
 
-# (regex over the path, route template used as the metrics label, protocol)
-_FAST_ROUTES = (
-    (re.compile(r"/v1/models/([^/]+):predict"), "/v1/models/{name}:predict", "v1"),
-    (re.compile(r"/v2/models/([^/]+)/infer"), "/v2/models/{name}/infer", "v2"),
-    (
-        re.compile(r"/v2/models/([^/]+)/versions/([^/]+)/infer"),
-        "/v2/models/{name}/versions/{version}/infer",
-        "v2",
-    ),
-)
+# The FastAPI endpoints the middleware serves itself, by function name, with their protocol.
+_FAST_ENDPOINTS = {"v1_predict": "v1", "v2_infer": "v2"}
+# (the route's own compiled path regex, its template as the metrics label, protocol)
+FastRoute = tuple[re.Pattern[str], str, str]
+
+
+def _fast_routes(routers: list[APIRouter]) -> tuple[FastRoute, ...]:
+    """The inference routes as the routers declare them (included without a prefix), so both
+    paths match the same URLs; FastAPI >= 0.165 keeps included routers unflattened in app.routes.
+    """
+    return tuple(
+        (route.path_regex, route.path, _FAST_ENDPOINTS[route.name])
+        for router in routers
+        for route in router.routes
+        if isinstance(route, APIRoute) and route.name in _FAST_ENDPOINTS
+    )
 
 
 class _ClientGoneError(Exception):
@@ -117,12 +125,17 @@ class ServingMiddleware:
     """Adds the track header, enforces the body limit and records request metrics."""
 
     def __init__(
-        self, app: ASGIApp, *, dataplane: DataPlane, max_body_bytes: int, fast_path: bool = True
+        self,
+        app: ASGIApp,
+        *,
+        dataplane: DataPlane,
+        max_body_bytes: int,
+        fast_routes: tuple[FastRoute, ...] = (),
     ) -> None:
         self.app = app
         self.dp = dataplane
         self.max_body = max_body_bytes
-        self.fast_routes = _FAST_ROUTES if fast_path else ()
+        self.fast_routes = fast_routes
         self.extra_headers = [
             (TRACK_HEADER, dataplane.info.track.encode("latin-1")),
             (VERSION_HEADER, dataplane.info.version.encode("latin-1")),
@@ -207,11 +220,11 @@ class ServingMiddleware:
                     break
             if scope["method"] == "POST":
                 for pattern, template, proto in self.fast_routes:
-                    match = pattern.fullmatch(scope["path"])
+                    match = pattern.match(scope["path"])  # anchored, as Starlette uses it
                     if match is not None:
                         endpoint, protocol = template, proto
                         status = await self._serve_inference(
-                            proto, match.groups(), limited_receive, send
+                            proto, match.groupdict(), limited_receive, send
                         )
                         return
             await self.app(scope, limited_receive, send_with_headers)
@@ -223,7 +236,7 @@ class ServingMiddleware:
             self._record(endpoint, protocol, status, time.perf_counter() - started)
 
     async def _serve_inference(
-        self, protocol: str, params: tuple[str | Any, ...], receive: Receive, send: Send
+        self, protocol: str, params: dict[str, str], receive: Receive, send: Send
     ) -> int:
         """One V1 predict or V2 infer request, answered exactly as the FastAPI route would."""
         try:
@@ -237,10 +250,9 @@ class ServingMiddleware:
                     break
             body = b"".join(chunks)
             if protocol == "v1":
-                result = await self.dp.v1_predict(params[0], body)
+                result = await self.dp.v1_predict(params["name"], body)
             else:
-                version = params[1] if len(params) > 1 else None
-                result = await self.dp.v2_infer(params[0], version, body)
+                result = await self.dp.v2_infer(params["name"], params.get("version"), body)
             status, payload = 200, _inference_body(result)
         except _ClientGoneError:
             return 499  # nginx's "client closed request": counted, never sent
@@ -449,7 +461,8 @@ def create_app(
         ),
         lifespan=lifespan,
     )
-    for router in _build_routers(dataplane):
+    routers = _build_routers(dataplane)
+    for router in routers:
         app.include_router(router)
     _install_error_handlers(app, dataplane)
 
@@ -471,5 +484,8 @@ def create_app(
     # Outside FastAPI, not in its middleware stack: FastAPI's own __call__ (its telemetry check
     # alone costs ~50 µs) and Starlette's ServerErrorMiddleware stay off the inference fast path.
     return ServingMiddleware(
-        app, dataplane=dataplane, max_body_bytes=max_body_bytes, fast_path=fast_path
+        app,
+        dataplane=dataplane,
+        max_body_bytes=max_body_bytes,
+        fast_routes=_fast_routes(routers) if fast_path else (),
     )

@@ -9,6 +9,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from modeldeploy_server.app import create_app
+from modeldeploy_server.dataplane import DataPlane, ServingInfo
+from modeldeploy_server.metrics import Metrics
 
 pytestmark = pytest.mark.anyio
 
@@ -321,3 +324,20 @@ async def test_output_json_cannot_hold_is_named(make_client: Factory) -> None:
     assert r.status_code == 200
     assert r.json()["outputs"][0]["datatype"] == "BYTES"
     assert r.json()["outputs"][0]["data"] == ["1.5"]
+
+
+def test_the_fast_path_takes_its_routes_from_fastapi() -> None:
+    dp = DataPlane(ServingInfo("iris", "v1", "stable", "", ""), Metrics())
+    fast = create_app(dp)
+    assert sorted(template for _, template, _ in fast.fast_routes) == [
+        "/v1/models/{name}:predict",
+        "/v2/models/{name}/infer",
+        "/v2/models/{name}/versions/{version}/infer",
+    ]
+    pattern, _, protocol = next(r for r in fast.fast_routes if "versions" in r[1])
+    match = pattern.match("/v2/models/iris/versions/v1/infer")
+    assert match is not None
+    assert protocol == "v2"
+    assert match.groupdict() == {"name": "iris", "version": "v1"}
+    assert pattern.match("/v2/models/iris/versions/v1/infer/extra") is None
+    assert create_app(dp, fast_path=False).fast_routes == ()
