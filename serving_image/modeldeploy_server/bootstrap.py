@@ -122,11 +122,12 @@ async def bring_up(
         model = await _in_daemon_thread(lambda: _load_and_warm(artifact.model_path, settings))
         await dataplane.set_ready(model, artifact.sha256)
         log.info(
-            "model %s ready: %s, %s features, loaded in %.2fs",
+            "model %s ready: %s, %s features, loaded in %.2fs, predicting through %s",
             settings.model_name,
             model.estimator_class,
             model.n_features if model.n_features is not None else "unknown",
             model.load_seconds,
+            model.predict_path,
         )
     except asyncio.CancelledError:
         raise

@@ -47,9 +47,10 @@ def _exact(est: Any, module: str, names: tuple[str, ...]) -> bool:
     return cls.__module__ == module and cls.__name__ in names
 
 
-# Above this many nodes in all trees together the walk tables are not built (they would cost ~20
-# bytes a node beside the model's own); such forests take the per-tree path at every size.
-_WALK_MAX_NODES = 2_000_000
+# Above this many nodes in all trees together the walk tables are not built: they cost 32 bytes
+# plus 8 per class a node (two thirds of the trees' own memory again for 3 classes; int32 indices
+# would save 12 but make every walk 40 % slower), and such forests take the per-tree path.
+_WALK_MAX_NODES = 1_000_000
 # Walking all trees at once costs depth x rows x trees numpy work, calling Tree.apply per tree a
 # fixed ~4 µs each plus rows x depth in C: the walk wins only while rows x depth is small.
 _WALK_MAX_ROW_LEVELS = 128
@@ -87,7 +88,7 @@ def _walk(trees: list[Any], tables: list[Array]) -> _Walk | None:
     sizes = [int(t.node_count) for t in trees]
     if sum(sizes) > _WALK_MAX_NODES:
         return None
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     feature, threshold, left, right = [], [], [], []
     for t, offset in zip(trees, offsets, strict=True):
         leaf = t.children_left == -1
@@ -97,7 +98,7 @@ def _walk(trees: list[Any], tables: list[Array]) -> _Walk | None:
         left.append(np.where(leaf, own, t.children_left) + offset)
         right.append(np.where(leaf, own, t.children_right) + offset)
     return _Walk(
-        roots=offsets,
+        roots=offsets.astype(np.intp),
         feature=np.concatenate(feature).astype(np.intp),
         threshold=np.concatenate(threshold).astype(np.float64),
         left=np.concatenate(left).astype(np.intp),
