@@ -25,7 +25,7 @@ import joblib
 import pytest
 import skops.io as sio
 from moto.server import ThreadedMotoServer
-from server_stores import GcsStore, HttpStore, S3Store, free_port
+from server_stores import BucketStore, GcsStore, HttpStore, S3Store, free_port
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
@@ -135,6 +135,13 @@ def gcs_store(gcs_emulator: str, request: pytest.FixtureRequest) -> GcsStore:
     fs.mkdir(bucket.strip("-"))
     # As a user would set it in spec.server.env: host:port, no scheme.
     return GcsStore(endpoint, {"STORAGE_EMULATOR_HOST": gcs_emulator}, fs, bucket.strip("-"))
+
+
+@pytest.fixture(params=["s3_store", "gcs_store"], ids=["s3", "gcs"])
+def bucket_store(request: pytest.FixtureRequest) -> BucketStore:
+    """Each bucket store in turn, for the cases S3 and GCS share."""
+    store: BucketStore = request.getfixturevalue(request.param)
+    return store
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ class S3Store:
     env: dict[str, str]
     client: Any
     bucket: str = "models"
+    scheme: str = "s3"
 
     def put(self, key: str, data: bytes) -> str:
         self.client.put_object(Bucket=self.bucket, Key=key, Body=io.BytesIO(data))
@@ -53,7 +54,11 @@ class GcsStore:
     env: dict[str, str]
     fs: Any
     bucket: str
+    scheme: str = "gs"
 
     def put(self, key: str, data: bytes) -> str:
         self.fs.pipe(f"{self.bucket}/{key}", data)
         return f"gs://{self.bucket}/{key}"
+
+
+BucketStore = S3Store | GcsStore  # what the ``bucket_store`` fixture hands out: put, env, scheme

@@ -13,7 +13,7 @@ import pytest
 from modeldeploy_server.errors import StartupError
 from modeldeploy_server.model import load_model
 from modeldeploy_server.storage import fetch
-from server_stores import GcsStore, HttpStore, S3Store, free_port
+from server_stores import BucketStore, HttpStore, S3Store, free_port
 
 pytestmark = pytest.mark.integration
 PVC = Path("/nonexistent-pvc")
@@ -23,7 +23,7 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def fetch_s3(store: S3Store, uri: str, model_dir: Path, **kw: Any) -> Any:
+def fetch_from(store: BucketStore, uri: str, model_dir: Path, **kw: Any) -> Any:
     return fetch(
         uri, model_dir=model_dir, pvc_root=PVC, env=store.env, attempts=2, backoff_s=0, **kw
     )
@@ -86,15 +86,17 @@ class TestHttp:
         assert "model artifact not found at http://127.0.0.1" in err.value.message
 
 
-class TestS3:
+class TestObjectStores:
+    """The same cases on each bucket store: S3 (moto) and GCS (gcp-storage-emulator)."""
+
     def test_prefix_with_one_model(
-        self, s3_store: S3Store, artifacts: dict[str, bytes], tmp_path: Path
+        self, bucket_store: BucketStore, artifacts: dict[str, bytes], tmp_path: Path
     ) -> None:
-        s3_store.put("iris/v2/model.joblib", artifacts["joblib"])
-        s3_store.put("iris/v2/README.md", b"notes")
-        art = fetch_s3(
-            s3_store,
-            f"s3://{s3_store.bucket}/iris/v2/",
+        bucket_store.put("iris/v2/model.joblib", artifacts["joblib"])
+        bucket_store.put("iris/v2/README.md", b"notes")
+        art = fetch_from(
+            bucket_store,
+            f"{bucket_store.scheme}://{bucket_store.bucket}/iris/v2/",
             tmp_path,
             fmt="sklearn",
             sha256=sha(artifacts["joblib"]),
@@ -102,75 +104,80 @@ class TestS3:
         assert art.model_path == tmp_path / "model.joblib"
         assert art.model_path.read_bytes() == artifacts["joblib"]
         assert not (tmp_path / "README.md").exists()  # only the model is downloaded
+        model = load_model(art.model_path, "sklearn")
+        assert model.estimator.predict(np.array([[5.1, 3.5, 1.4, 0.2]])).tolist() == [0]
 
     def test_single_object(
-        self, s3_store: S3Store, artifacts: dict[str, bytes], tmp_path: Path
+        self, bucket_store: BucketStore, artifacts: dict[str, bytes], tmp_path: Path
     ) -> None:
-        uri = s3_store.put("iris/model.skops", artifacts["skops"])
-        art = fetch_s3(s3_store, uri, tmp_path, fmt="skops")
+        uri = bucket_store.put("iris/model.skops", artifacts["skops"])
+        art = fetch_from(bucket_store, uri, tmp_path, fmt="skops")
         assert load_model(art.model_path, "skops").classes is not None
 
-    def test_second_start_reuses_a_verified_file(
-        self, s3_store: S3Store, artifacts: dict[str, bytes], tmp_path: Path
-    ) -> None:
-        uri = s3_store.put("iris/model.joblib", artifacts["joblib"])
-        digest = sha(artifacts["joblib"])
-        fetch_s3(s3_store, uri, tmp_path, fmt="sklearn", sha256=digest)
-        s3_store.client.delete_object(Bucket=s3_store.bucket, Key="iris/model.joblib")
-        s3_store.put("iris/model.joblib", artifacts["joblib"])  # same bytes, new object
-        art = fetch_s3(s3_store, uri, tmp_path, fmt="sklearn", sha256=digest)
-        assert art.sha256 == digest
-
     def test_two_candidates(
-        self, s3_store: S3Store, artifacts: dict[str, bytes], tmp_path: Path
+        self, bucket_store: BucketStore, artifacts: dict[str, bytes], tmp_path: Path
     ) -> None:
-        s3_store.put("iris/a.joblib", artifacts["joblib"])
-        s3_store.put("iris/b.pkl", artifacts["joblib"])
+        bucket_store.put("iris/a.joblib", artifacts["joblib"])
+        bucket_store.put("iris/b.pkl", artifacts["joblib"])
+        uri = f"{bucket_store.scheme}://{bucket_store.bucket}/iris"
         with pytest.raises(StartupError) as err:
-            fetch_s3(s3_store, f"s3://{s3_store.bucket}/iris", tmp_path, fmt="sklearn")
+            fetch_from(bucket_store, uri, tmp_path, fmt="sklearn")
         assert err.value.reason == "ambiguous_artifact"
         assert "found 2 model files" in err.value.message
         assert "a.joblib, b.pkl" in err.value.message
 
-    def test_missing_object(self, s3_store: S3Store, tmp_path: Path) -> None:
+    def test_missing_object(self, bucket_store: BucketStore, tmp_path: Path) -> None:
+        uri = f"{bucket_store.scheme}://{bucket_store.bucket}/iris/v9/model.joblib"
         with pytest.raises(StartupError) as err:
-            fetch_s3(
-                s3_store, f"s3://{s3_store.bucket}/iris/v9/model.joblib", tmp_path, fmt="sklearn"
-            )
+            fetch_from(bucket_store, uri, tmp_path, fmt="sklearn")
         assert err.value.reason == "artifact_missing"
-        assert f"not found at s3://{s3_store.bucket}/iris/v9/model.joblib" in err.value.message
+        assert f"model artifact not found at {uri}" in err.value.message
 
-    def test_missing_bucket(self, s3_store: S3Store, tmp_path: Path) -> None:
-        with pytest.raises(StartupError, match="model artifact not found at s3://no-such-bucket"):
-            fetch_s3(s3_store, "s3://no-such-bucket/iris/", tmp_path, fmt="sklearn")
+    def test_missing_bucket(self, bucket_store: BucketStore, tmp_path: Path) -> None:
+        bucket = f"{bucket_store.scheme}://no-such-bucket"
+        with pytest.raises(StartupError, match=f"model artifact not found at {bucket}"):
+            fetch_from(bucket_store, f"{bucket}/iris/", tmp_path, fmt="sklearn")
 
     def test_digest_mismatch(
-        self, s3_store: S3Store, artifacts: dict[str, bytes], tmp_path: Path
+        self, bucket_store: BucketStore, artifacts: dict[str, bytes], tmp_path: Path
     ) -> None:
-        uri = s3_store.put("iris/model.joblib", artifacts["joblib"])
+        uri = bucket_store.put("iris/model.joblib", artifacts["joblib"])
         with pytest.raises(StartupError) as err:
-            fetch_s3(s3_store, uri, tmp_path, fmt="sklearn", sha256="0" * 64)
+            fetch_from(bucket_store, uri, tmp_path, fmt="sklearn", sha256="0" * 64)
         assert err.value.reason == "digest_mismatch"
 
     def test_corrupted_pickle_is_refused_at_load(
-        self, s3_store: S3Store, artifacts: dict[str, bytes], tmp_path: Path
+        self, bucket_store: BucketStore, artifacts: dict[str, bytes], tmp_path: Path
     ) -> None:
-        uri = s3_store.put("iris/model.pkl", artifacts["corrupt"])
-        art = fetch_s3(s3_store, uri, tmp_path, fmt="sklearn")
+        uri = bucket_store.put("iris/model.pkl", artifacts["corrupt"])
+        art = fetch_from(bucket_store, uri, tmp_path, fmt="sklearn")
         with pytest.raises(StartupError) as err:
             load_model(art.model_path, "sklearn")
         assert err.value.reason == "unreadable_model"
         assert "could not load model.pkl" in err.value.message
 
     def test_untrusted_skops_is_refused_at_load(
-        self, s3_store: S3Store, artifacts: dict[str, bytes], tmp_path: Path
+        self, bucket_store: BucketStore, artifacts: dict[str, bytes], tmp_path: Path
     ) -> None:
-        uri = s3_store.put("iris/model.skops", artifacts["untrusted_skops"])
-        art = fetch_s3(s3_store, uri, tmp_path, fmt="skops")
+        uri = bucket_store.put("iris/model.skops", artifacts["untrusted_skops"])
+        art = fetch_from(bucket_store, uri, tmp_path, fmt="skops")
         with pytest.raises(StartupError) as err:
             load_model(art.model_path, "skops")
         assert err.value.reason == "untrusted_types"
         assert "_operator.neg" in err.value.message
+
+
+class TestS3:
+    def test_second_start_reuses_a_verified_file(
+        self, s3_store: S3Store, artifacts: dict[str, bytes], tmp_path: Path
+    ) -> None:
+        uri = s3_store.put("iris/model.joblib", artifacts["joblib"])
+        digest = sha(artifacts["joblib"])
+        fetch_from(s3_store, uri, tmp_path, fmt="sklearn", sha256=digest)
+        s3_store.client.delete_object(Bucket=s3_store.bucket, Key="iris/model.joblib")
+        s3_store.put("iris/model.joblib", artifacts["joblib"])  # same bytes, new object
+        art = fetch_from(s3_store, uri, tmp_path, fmt="sklearn", sha256=digest)
+        assert art.sha256 == digest
 
     def test_unreachable_endpoint_is_retried_then_explained(
         self, tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -192,63 +199,3 @@ class TestS3:
             )
         assert "could not download s3://models/iris/model.joblib after retries" in err.value.message
         assert "attempt 1/2" in caplog.text
-
-
-def fetch_gcs(store: GcsStore, uri: str, model_dir: Path, **kw: Any) -> Any:
-    return fetch(
-        uri, model_dir=model_dir, pvc_root=PVC, env=store.env, attempts=2, backoff_s=0, **kw
-    )
-
-
-class TestGcs:
-    def test_prefix_with_one_model(
-        self, gcs_store: GcsStore, artifacts: dict[str, bytes], tmp_path: Path
-    ) -> None:
-        gcs_store.put("iris/v2/model.joblib", artifacts["joblib"])
-        gcs_store.put("iris/v2/README.md", b"notes")
-        art = fetch_gcs(
-            gcs_store,
-            f"gs://{gcs_store.bucket}/iris/v2/",
-            tmp_path,
-            fmt="sklearn",
-            sha256=sha(artifacts["joblib"]),
-        )
-        assert art.model_path == tmp_path / "model.joblib"
-        assert art.model_path.read_bytes() == artifacts["joblib"]
-        assert not (tmp_path / "README.md").exists()
-        model = load_model(art.model_path, "sklearn")
-        assert model.estimator.predict(np.array([[5.1, 3.5, 1.4, 0.2]])).tolist() == [0]
-
-    def test_single_skops_object(
-        self, gcs_store: GcsStore, artifacts: dict[str, bytes], tmp_path: Path
-    ) -> None:
-        uri = gcs_store.put("iris/model.skops", artifacts["skops"])
-        art = fetch_gcs(gcs_store, uri, tmp_path, fmt="skops")
-        assert load_model(art.model_path, "skops").classes is not None
-
-    def test_two_candidates(
-        self, gcs_store: GcsStore, artifacts: dict[str, bytes], tmp_path: Path
-    ) -> None:
-        gcs_store.put("iris/a.joblib", artifacts["joblib"])
-        gcs_store.put("iris/b.pkl", artifacts["joblib"])
-        with pytest.raises(StartupError) as err:
-            fetch_gcs(gcs_store, f"gs://{gcs_store.bucket}/iris", tmp_path, fmt="sklearn")
-        assert err.value.reason == "ambiguous_artifact"
-        assert "a.joblib, b.pkl" in err.value.message
-
-    def test_missing_object_and_bucket(self, gcs_store: GcsStore, tmp_path: Path) -> None:
-        uri = f"gs://{gcs_store.bucket}/iris/v9/model.joblib"
-        with pytest.raises(StartupError) as err:
-            fetch_gcs(gcs_store, uri, tmp_path, fmt="sklearn")
-        assert err.value.reason == "artifact_missing"
-        assert f"model artifact not found at {uri}" in err.value.message
-        with pytest.raises(StartupError, match="model artifact not found at gs://no-such-bucket"):
-            fetch_gcs(gcs_store, "gs://no-such-bucket/iris/", tmp_path, fmt="sklearn")
-
-    def test_digest_mismatch(
-        self, gcs_store: GcsStore, artifacts: dict[str, bytes], tmp_path: Path
-    ) -> None:
-        uri = gcs_store.put("iris/model.joblib", artifacts["joblib"])
-        with pytest.raises(StartupError) as err:
-            fetch_gcs(gcs_store, uri, tmp_path, fmt="sklearn", sha256="0" * 64)
-        assert err.value.reason == "digest_mismatch"
