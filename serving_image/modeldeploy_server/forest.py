@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -88,7 +88,7 @@ def _walk(trees: list[Any], tables: list[Array]) -> _Walk | None:
     sizes = [int(t.node_count) for t in trees]
     if sum(sizes) > _WALK_MAX_NODES:
         return None
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
     feature, threshold, left, right = [], [], [], []
     for t, offset in zip(trees, offsets, strict=True):
         leaf = t.children_left == -1
@@ -98,9 +98,9 @@ def _walk(trees: list[Any], tables: list[Array]) -> _Walk | None:
         left.append(np.where(leaf, own, t.children_left) + offset)
         right.append(np.where(leaf, own, t.children_right) + offset)
     return _Walk(
-        roots=offsets.astype(np.intp),
+        roots=offsets,
         feature=np.concatenate(feature).astype(np.intp),
-        threshold=np.concatenate(threshold).astype(np.float64),
+        threshold=np.concatenate(threshold),
         left=np.concatenate(left).astype(np.intp),
         right=np.concatenate(right).astype(np.intp),
         values=np.concatenate(tables),
@@ -265,18 +265,15 @@ def probe_rows(forest: ForestPredictor, n: int = 256, seed: int = 0) -> Array:
     thresholds the trees split it on. Input to the forest itself (after any Pipeline steps)."""
     rng = np.random.default_rng(seed)
     f = forest.forest
-    thresholds: list[list[float]] = [[] for _ in range(f.n_features)]
-    for tree in f.estimator.estimators_:
-        t = tree.tree_
-        for feature, threshold in zip(t.feature, t.threshold, strict=True):
-            if feature >= 0:
-                thresholds[int(feature)].append(float(threshold))
+    trees = [tree.tree_ for tree in f.estimator.estimators_]
+    features = np.concatenate([t.feature for t in trees])  # negative at leaves
+    thresholds = np.concatenate([t.threshold for t in trees])
     rows = np.empty((n, f.n_features), dtype=np.float64)
-    for j, ts in enumerate(thresholds):
-        if not ts:
+    for j in range(f.n_features):
+        cuts = thresholds[features == j]
+        if cuts.size == 0:
             rows[:, j] = rng.normal(size=n)
             continue
-        cuts = np.array(ts)
         picked = rng.choice(cuts, size=n)
         lo, hi = float(cuts.min()), float(cuts.max())
         spread = max(hi - lo, 1.0)
@@ -299,6 +296,14 @@ def _raw_rows(est: Any, n: int = 64, seed: int = 1) -> Array | None:
     return rows
 
 
+class _Check(NamedTuple):
+    label: str
+    theirs: Method
+    ours: Method
+    rows: Array
+    may_refuse: bool = False  # the estimator may raise on these rows: skip, don't fail
+
+
 def verify(est: Any, predictor: ForestPredictor) -> str | None:
     """None if ``predictor`` answers exactly as ``est`` on probe rows, else what differed.
 
@@ -310,18 +315,20 @@ def verify(est: Any, predictor: ForestPredictor) -> str | None:
     trees are checked on every probe row, whichever the row count would pick.
     """
     f = predictor.forest
-    checks: list[tuple[str, Method, Method, Array]] = []
+    checks: list[_Check] = []
     probe = probe_rows(predictor)
     for path in ("apply", "walk") if f.walk is not None else ("apply",):
-        checks.append(
-            (f"predict ({path})", f.estimator.predict, partial(f.predict, path=path), probe)
-        )
+        ours = partial(f.predict, path=path)
+        checks.append(_Check(f"predict ({path})", f.estimator.predict, ours, probe))
         if f.classes is not None:
             proba = partial(f.predict_proba, path=path)
-            checks.append((f"predict_proba ({path})", f.estimator.predict_proba, proba, probe))
+            checks.append(
+                _Check(f"predict_proba ({path})", f.estimator.predict_proba, proba, probe)
+            )
     raw = _raw_rows(est) if predictor.transforms else None
     if raw is not None:
-        checks.append(("pipeline predict", est.predict, predictor.predict, raw))
+        # Made-up input the steps may refuse; then there is nothing to compare.
+        checks.append(_Check("pipeline predict", est.predict, predictor.predict, raw, True))
     n_jobs = getattr(f.estimator, "n_jobs", None)
     f.estimator.n_jobs = None
     try:
@@ -333,13 +340,13 @@ def verify(est: Any, predictor: ForestPredictor) -> str | None:
         f.estimator.n_jobs = n_jobs
 
 
-def _first_difference(checks: list[tuple[str, Method, Method, Array]]) -> str | None:
-    for label, theirs, ours, rows in checks:
+def _first_difference(checks: list[_Check]) -> str | None:
+    for label, theirs, ours, rows, may_refuse in checks:
         try:
             expected = np.asarray(theirs(rows))
         except Exception:
-            if label == "pipeline predict":
-                continue  # the steps refuse made-up input; ours runs the same steps
+            if may_refuse:
+                continue  # ours runs the same steps, so it would refuse alike
             raise
         got = ours(rows)
         if expected.shape != got.shape or expected.dtype != got.dtype:
