@@ -44,24 +44,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     # Imported here so `--help` works without a cluster or kopf's import-time cost.
-    import kopf
+    from modeldeploy_operator.handlers import run_operator
 
-    from modeldeploy_operator.kube import Kube, load_api_client
-    from modeldeploy_operator.main import Runtime, make_registry
-    from modeldeploy_operator.settings import OperatorSettings
-
-    kopf.configure(
-        verbose=args.verbose, quiet=args.quiet, log_format=kopf.LogFormat[args.log_format.upper()]
-    )
-    settings = OperatorSettings()
-    kube = Kube(load_api_client(), request_timeout=settings.api_request_timeout)
-    registry = make_registry(Runtime(settings=settings, kube=kube))
-    kopf.run(
-        registry=registry,
-        standalone=True,
-        clusterwide=not args.namespace,
+    run_operator(
         namespaces=args.namespace,
-        liveness_endpoint=args.liveness or None,
+        liveness=args.liveness or None,
+        verbose=args.verbose,
+        quiet=args.quiet,
+        log_format=args.log_format,
     )
 
 

@@ -15,7 +15,7 @@ import hashlib
 import json
 from typing import Any
 
-from modeldeploy_operator.model import (
+from modeldeploy_operator.api import (
     ANNOTATION_TEMPLATE_HASH,
     API_VERSION,
     COMPONENT,
@@ -29,13 +29,17 @@ from modeldeploy_operator.model import (
     ModelDeployment,
 )
 from modeldeploy_operator.settings import OperatorSettings
-from modeldeploy_operator.split import split_replicas
+from modeldeploy_operator.tracks import (
+    ALL_TRACKS,
+    STABLE,
+    Track,
+    TrackPlan,
+    deployment_name,
+    plan_tracks,
+    service_name,
+)
 
 Manifest = dict[str, Any]
-
-STABLE = "stable"
-CANARY = "canary"
-TRACKS = (STABLE, CANARY)
 
 CONTAINER_NAME = "model-server"
 HTTP_PORT = 8080
@@ -99,41 +103,23 @@ def service_url(md: ModelDeployment, cluster_domain: str) -> str:
     return f"http://{md.name}.{md.namespace}.svc.{cluster_domain}"
 
 
-def deployment_name(md_name: str, track: str) -> str:
-    return f"{md_name}-{track}"
-
-
-def _track_model(md: ModelDeployment, track: str) -> tuple[str, str, str]:
-    """(storageUri, format, sha256) of a track; the canary inherits the stable format."""
-    spec = md.spec
-    if track == CANARY:
-        if spec.canary is None:
-            raise ValueError("no canary track without spec.canary")
-        return (
-            spec.canary.storage_uri,
-            str(spec.canary.format or spec.model.format),
-            spec.canary.sha256 or "",
-        )
-    return spec.model.storage_uri, str(spec.model.format), spec.model.sha256 or ""
-
-
 def _pvc_claim(uri: str) -> str | None:
     if not uri.startswith("pvc://"):
         return None
     return uri.removeprefix("pvc://").split("/", 1)[0]
 
 
-def _env(md: ModelDeployment, track: str) -> list[dict[str, Any]]:
-    uri, fmt, sha = _track_model(md, track)
+def _env(md: ModelDeployment, track: Track) -> list[dict[str, Any]]:
+    uri = track.storage_uri
     env = [
         {"name": "MODEL_NAME", "value": md.name},
         {"name": "STORAGE_URI", "value": uri},
-        {"name": "MODEL_FORMAT", "value": fmt},
-        {"name": "MODEL_SHA256", "value": sha},
+        {"name": "MODEL_FORMAT", "value": track.format},
+        {"name": "MODEL_SHA256", "value": track.sha256},
         {"name": "MODEL_DIR", "value": MODEL_DIR},
         {"name": "PVC_ROOT", "value": PVC_ROOT},
-        {"name": "MODELDEPLOY_TRACK", "value": track},
-        {"name": "MODEL_VERSION", "value": sha[:12] if sha else track},
+        {"name": "MODELDEPLOY_TRACK", "value": track.name},
+        {"name": "MODEL_VERSION", "value": track.model_version},
         {"name": "TERMINATION_LOG", "value": TERMINATION_LOG},
     ]
     creds = md.spec.credentials
@@ -146,9 +132,9 @@ def _env(md: ModelDeployment, track: str) -> list[dict[str, Any]]:
 
 
 def _volumes(
-    md: ModelDeployment, track: str, settings: OperatorSettings
+    md: ModelDeployment, track: Track, settings: OperatorSettings
 ) -> tuple[list[Any], list[Any]]:
-    uri, _, _ = _track_model(md, track)
+    uri = track.storage_uri
     model_dir: dict[str, Any] = {}
     if settings.model_dir_size_limit:
         model_dir["sizeLimit"] = settings.model_dir_size_limit
@@ -227,9 +213,7 @@ def _probes(settings: OperatorSettings) -> dict[str, Any]:
     }
 
 
-def deployment(
-    md: ModelDeployment, track: str, replicas: int, settings: OperatorSettings
-) -> Manifest:
+def deployment(md: ModelDeployment, track: Track, settings: OperatorSettings) -> Manifest:
     """Deployment ``<name>-<track>`` running the server for one track's model."""
     server = md.spec.server
     image = (server.image if server else None) or settings.server_image
@@ -286,7 +270,7 @@ def deployment(
 
     template: Manifest = {
         "metadata": {
-            "labels": labels(md.name, track),
+            "labels": labels(md.name, track.name),
             "annotations": {
                 "prometheus.io/scrape": "true",
                 "prometheus.io/port": str(HTTP_PORT),
@@ -299,10 +283,10 @@ def deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(md, deployment_name(md.name, track), track),
+        "metadata": _metadata(md, track.deployment, track.name),
         "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": selector_labels(md.name, track)},
+            "replicas": track.replicas,
+            "selector": {"matchLabels": selector_labels(md.name, track.name)},
             "revisionHistoryLimit": 5,
             "progressDeadlineSeconds": settings.progress_deadline_seconds,
             "strategy": {
@@ -322,11 +306,10 @@ def template_hash(template: Manifest) -> str:
 
 def service(md: ModelDeployment, track: str | None) -> Manifest:
     """Service ``<name>`` over both tracks (track None) or ``<name>-<track>`` over one."""
-    name = f"{md.name}-{track}" if track else md.name
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(md, name, track),
+        "metadata": _metadata(md, service_name(md.name, track), track),
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(md.name, track),
@@ -366,17 +349,17 @@ def hpa(md: ModelDeployment) -> Manifest:
     }
 
 
-def desired_children(md: ModelDeployment, settings: OperatorSettings) -> list[Manifest]:
+def desired_children(
+    md: ModelDeployment, settings: OperatorSettings, tracks: TrackPlan | None = None
+) -> list[Manifest]:
     """Every child the ModelDeployment should have right now, in apply order."""
-    canary = md.spec.canary
-    split = split_replicas(md.spec.replicas, canary.traffic_percent if canary else None)
-    out = [
-        deployment(md, STABLE, split.stable, settings),
-        service(md, None),
-        service(md, STABLE),
-    ]
-    if canary is not None:
-        out += [deployment(md, CANARY, split.canary, settings), service(md, CANARY)]
+    plan = tracks or plan_tracks(md)
+    out: list[Manifest] = []
+    for t in plan.active:
+        out.append(deployment(md, t, settings))
+        if t.name == STABLE:
+            out.append(service(md, None))  # the Service over every track, right after stable's
+        out.append(service(md, t.name))
     if md.spec.autoscaling is not None:
         out.append(hpa(md))
     return out
@@ -385,11 +368,11 @@ def desired_children(md: ModelDeployment, settings: OperatorSettings) -> list[Ma
 def possible_children(md_name: str) -> list[tuple[str, str]]:
     """(kind, name) of every child the operator may ever create for a ModelDeployment: what to read
     before planning and what to delete when it is no longer desired."""
-    return [
-        ("Deployment", deployment_name(md_name, STABLE)),
-        ("Service", md_name),
-        ("Service", f"{md_name}-{STABLE}"),
-        ("Deployment", deployment_name(md_name, CANARY)),
-        ("Service", f"{md_name}-{CANARY}"),
-        ("HorizontalPodAutoscaler", md_name),
-    ]
+    out: list[tuple[str, str]] = []
+    for t in ALL_TRACKS:
+        out.append(("Deployment", deployment_name(md_name, t)))
+        if t == STABLE:
+            out.append(("Service", service_name(md_name, None)))
+        out.append(("Service", service_name(md_name, t)))
+    out.append(("HorizontalPodAutoscaler", md_name))
+    return out

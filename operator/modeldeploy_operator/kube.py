@@ -1,4 +1,4 @@
-"""The only module that talks to the API server (besides kopf's own watches in ``main``).
+"""The only module that talks to the API server (besides kopf's own watches in ``handlers``).
 
 Implements ``reconcile.Cluster`` with the official Kubernetes client: reads return plain dicts in
 the API's own camelCase shape (raw JSON, not the client's snake_case models, so they compare
@@ -25,8 +25,8 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from modeldeploy_operator.api import API_VERSION, GROUP, KIND, MANAGED_BY, PLURAL, VERSION
 from modeldeploy_operator.errors import ApiError
-from modeldeploy_operator.model import API_VERSION, GROUP, KIND, MANAGED_BY, PLURAL, VERSION
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from modeldeploy_operator.model import GROUP
+from modeldeploy_operator.api import GROUP
 
 HASH_ANNOTATION = f"{GROUP}/applied-hash"
 

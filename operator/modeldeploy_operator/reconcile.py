@@ -19,9 +19,11 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from modeldeploy_operator import builders, plan, status
+from modeldeploy_operator import conditions as c
+from modeldeploy_operator.api import LABEL_TRACK, ModelDeployment
 from modeldeploy_operator.errors import ApiError, ObjectGoneError
-from modeldeploy_operator.model import LABEL_TRACK, ModelDeployment
 from modeldeploy_operator.settings import OperatorSettings
+from modeldeploy_operator.tracks import deployment_name, plan_tracks
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -59,24 +61,20 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _invalid_status(body: Obj, err: ValidationError, now: str) -> Obj:
+def _invalid_status(body: Obj, err: ValidationError, previous: Obj, now: str) -> Obj:
     gen = int(body["metadata"].get("generation") or 0)
     msgs = "; ".join(
         f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()[:5]
     )
-    cond = {
-        "status": "False",
-        "reason": "InvalidSpec",
-        "message": f"the spec does not match this operator's API: {msgs}",
-        "lastTransitionTime": now,
-        "observedGeneration": gen,
-    }
+    message = f"the spec does not match this operator's API: {msgs}"
+    prev = list(previous.get("conditions") or [])
     return {
         "observedGeneration": gen,
         "conditions": [
-            {"type": "Ready", **cond},
-            {"type": "Progressing", **cond},
-            {"type": "Degraded", **cond, "status": "True"},
+            status.condition(
+                ctype, ctype == c.DEGRADED, c.INVALID_SPEC.name, message, gen, prev, now
+            )
+            for ctype in c.CONDITION_TYPES
         ],
     }
 
@@ -93,24 +91,13 @@ def reconcile(
     try:
         md = ModelDeployment.from_body(body)
     except ValidationError as e:
-        desired = _invalid_status(body, e, now)
-        desired["conditions"] = [
-            status.condition(
-                c["type"],
-                c["status"] == "True",
-                c["reason"],
-                c["message"],
-                c["observedGeneration"],
-                live_status.get("conditions") or [],
-                now,
-            )
-            for c in desired["conditions"]
-        ]
+        desired = _invalid_status(body, e, live_status, now)
         _write_status(cluster, body, live_status, desired, out)
         raise InvalidSpecError(desired["conditions"][0]["message"]) from e
 
     ns = md.namespace
-    desired_children = builders.desired_children(md, settings)
+    tracks = plan_tracks(md)
+    desired_children = builders.desired_children(md, settings, tracks)
     observed: dict[plan.Key, Obj | None] = {}
     for kind, name in builders.possible_children(md.name):
         observed[(kind, name)] = cluster.get(kind, ns, name)
@@ -142,19 +129,15 @@ def reconcile(
             errors.append(f"{action.verb} {what} was rejected: {e.message}")
 
     pods = cluster.list_pods(ns, builders.pod_selector(md.name))
-    tracks = [builders.STABLE] + ([builders.CANARY] if md.spec.canary else [])
-    deployments = {
-        t: observed.get(("Deployment", builders.deployment_name(md.name, t))) for t in tracks
-    }
+    deployments = {t.name: observed.get(("Deployment", t.deployment)) for t in tracks.active}
     leftover = [
-        t
-        for t in builders.TRACKS
-        if t not in tracks
-        and observed.get(("Deployment", builders.deployment_name(md.name, t))) is not None
+        t for t in tracks.removed if observed.get(("Deployment", deployment_name(md.name, t)))
     ]
     # Pods of a removed track still terminating must not be blamed on the tracks that remain.
     live_pods = [
-        p for p in pods if (p.get("metadata") or {}).get("labels", {}).get(LABEL_TRACK) in tracks
+        p
+        for p in pods
+        if (p.get("metadata") or {}).get("labels", {}).get(LABEL_TRACK) in tracks.names
     ]
     obs = status.Observed(
         deployments=deployments,
@@ -163,7 +146,9 @@ def reconcile(
         conflicts=the_plan.conflicts,
         leftover_tracks=leftover,
     )
-    desired_status = status.compute_status(md, obs, live_status, now, settings.cluster_domain)
+    desired_status = status.compute_status(
+        md, obs, live_status, now, settings.cluster_domain, tracks
+    )
     _write_status(cluster, body, live_status, desired_status, out)
     return out
 
@@ -195,7 +180,7 @@ def _announce_transitions(cluster: Cluster, body: Obj, live: Obj, desired: Obj) 
             and old.get("reason") == cond["reason"]
         ):
             continue
-        if cond["type"] == "Ready" and cond["status"] == "True":
-            cluster.event(body, "Normal", "Ready", cond["message"])
-        elif cond["type"] == "Degraded" and cond["status"] == "True":
+        if cond["type"] == c.READY and cond["status"] == "True":
+            cluster.event(body, "Normal", c.READY, cond["message"])
+        elif cond["type"] == c.DEGRADED and cond["status"] == "True":
             cluster.event(body, "Warning", cond["reason"], cond["message"])

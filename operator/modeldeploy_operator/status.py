@@ -13,7 +13,9 @@ and pipelines decide whether a model is serving, so the rules here are strict an
 * The canary's traffic share is reported as it is (ready canary pods over ready pods), not as
   requested.
 
-Pure over dicts so it is tested from recorded child objects (tests/unit/operator/fixtures).
+Pure over dicts so it is tested from recorded child objects (tests/unit/operator/fixtures). The
+tracks and their replica split come from ``tracks.plan_tracks``, every reason and its rank from
+``conditions``.
 """
 
 from __future__ import annotations
@@ -21,15 +23,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from modeldeploy_operator.builders import (
-    CANARY,
-    CONTAINER_NAME,
-    STABLE,
+from modeldeploy_operator import conditions as c
+from modeldeploy_operator.api import ANNOTATION_TEMPLATE_HASH, LABEL_TRACK, ModelDeployment
+from modeldeploy_operator.builders import CONTAINER_NAME, pod_selector, service_url
+from modeldeploy_operator.conditions import Reason
+from modeldeploy_operator.split import effective_percent
+from modeldeploy_operator.tracks import (
+    ALL_TRACKS,
+    Track,
+    TrackPlan,
     deployment_name,
-    pod_selector,
+    plan_tracks,
 )
-from modeldeploy_operator.model import ANNOTATION_TEMPLATE_HASH, LABEL_TRACK, ModelDeployment
-from modeldeploy_operator.split import cannot_honour, effective_percent, split_replicas
 
 Obj = dict[str, Any]
 
@@ -39,11 +44,15 @@ CONFIG_REASONS = {"CreateContainerConfigError", "CreateContainerError", "RunCont
 
 @dataclass(frozen=True)
 class Problem:
-    """Something a person must act on. Lower rank wins the Degraded condition's reason."""
+    """Something a person must act on; the reason's rank orders several (lowest first)."""
 
-    rank: int
-    reason: str
+    reason: Reason
     message: str
+
+    @property
+    def rank(self) -> int:
+        assert self.reason.rank is not None, f"{self.reason} is not a problem reason"
+        return self.reason.rank
 
 
 @dataclass(frozen=True)
@@ -59,10 +68,10 @@ class Observed:
 
 @dataclass(frozen=True)
 class TrackState:
-    track: str
-    uri: str
-    desired: int
-    replicas: int
+    """One track as asked for (``track``) and as its live Deployment has it."""
+
+    track: Track
+    replicas: int  # what the live Deployment asks for
     ready: int
     rolled_out: bool
     progress: str  # what the rollout is waiting for, for messages
@@ -78,18 +87,16 @@ def _get(obj: Obj | None, *path: str, default: Any = None) -> Any:
 
 
 def _deploy_condition(dep: Obj | None, ctype: str) -> Obj | None:
-    for c in _get(dep, "status", "conditions", default=[]):
-        if c.get("type") == ctype:
-            return dict(c)
+    for cond in _get(dep, "status", "conditions", default=[]):
+        if cond.get("type") == ctype:
+            return dict(cond)
     return None
 
 
-def track_state(track: str, uri: str, desired: int, dep: Obj | None) -> TrackState:
-    name = _get(dep, "metadata", "name", default=track)
+def track_state(track: Track, dep: Obj | None) -> TrackState:
+    name, desired = track.deployment, track.replicas
     if dep is None:
-        return TrackState(
-            track, uri, desired, 0, 0, False, f"Deployment for {track} not created yet"
-        )
+        return TrackState(track, 0, 0, False, f"Deployment {name} not created yet")
     spec_replicas = int(_get(dep, "spec", "replicas", default=1))
     st = _get(dep, "status", default={})
     generation = int(_get(dep, "metadata", "generation", default=0))
@@ -98,19 +105,20 @@ def track_state(track: str, uri: str, desired: int, dep: Obj | None) -> TrackSta
     updated = int(st.get("updatedReplicas") or 0)
     available = int(st.get("availableReplicas") or 0)
     ready = int(st.get("readyReplicas") or 0)
+    t = track.name
     if observed < generation:
         waiting = f"Deployment {name} has not observed its latest spec yet"
     elif spec_replicas != desired:
         waiting = f"Deployment {name} asks for {spec_replicas} replicas, {desired} desired"
     elif updated < desired:
-        waiting = f"{updated} of {desired} {track} pods run the current version"
+        waiting = f"{updated} of {desired} {t} pods run the current version"
     elif replicas > desired:
-        waiting = f"{replicas - desired} old {track} pods are still terminating"
+        waiting = f"{replicas - desired} old {t} pods are still terminating"
     elif available < desired:
-        waiting = f"{available} of {desired} {track} pods are available"
+        waiting = f"{available} of {desired} {t} pods are available"
     else:
         waiting = ""
-    return TrackState(track, uri, desired, spec_replicas, ready, not waiting, waiting)
+    return TrackState(track, spec_replicas, ready, not waiting, waiting)
 
 
 def _pod_track(pod: Obj) -> str:
@@ -158,8 +166,7 @@ def pod_problems(pods: list[Obj], deployments: dict[str, Obj | None]) -> list[Pr
             ):
                 out.append(
                     Problem(
-                        60,
-                        "Unschedulable",
+                        c.UNSCHEDULABLE,
                         f"{where} cannot be scheduled: {cond.get('message', '').strip()} "
                         "(lower spec.resources.requests or spec.replicas, or add nodes)",
                     )
@@ -174,8 +181,7 @@ def pod_problems(pods: list[Obj], deployments: dict[str, Obj | None]) -> list[Pr
             if w_reason in IMAGE_PULL_REASONS:
                 out.append(
                     Problem(
-                        30,
-                        "ImagePullFailed",
+                        c.IMAGE_PULL_FAILED,
                         f"{where} cannot pull image {cs.get('image', '')}: {w_reason}"
                         + (f": {w_msg}" if w_msg else "")
                         + " (check spec.server.image and that the node can reach the registry)",
@@ -185,8 +191,7 @@ def pod_problems(pods: list[Obj], deployments: dict[str, Obj | None]) -> list[Pr
             if w_reason in CONFIG_REASONS:
                 out.append(
                     Problem(
-                        40,
-                        "PodConfigError",
+                        c.POD_CONFIG_ERROR,
                         f"{where}: {w_reason}: {w_msg or 'see kubectl describe pod'} "
                         "(a Secret named in spec.credentials missing, or missing a key?)",
                     )
@@ -201,8 +206,7 @@ def pod_problems(pods: list[Obj], deployments: dict[str, Obj | None]) -> list[Pr
                 if msg:
                     out.append(
                         Problem(
-                            20,
-                            "ModelLoadFailed",
+                            c.MODEL_LOAD_FAILED,
                             f"{where} exited with code {terminated.get('exitCode')} "
                             f"({restarts} restarts): {_last_lines(msg)}",
                         )
@@ -210,8 +214,7 @@ def pod_problems(pods: list[Obj], deployments: dict[str, Obj | None]) -> list[Pr
                 else:
                     out.append(
                         Problem(
-                            50,
-                            "ServerCrashing",
+                            c.SERVER_CRASHING,
                             f"{where} exited with code {terminated.get('exitCode')} "
                             f"({terminated.get('reason', 'Error')}, {restarts} restarts) without "
                             "a termination message; see kubectl logs --previous",
@@ -232,8 +235,7 @@ def deployment_problems(track: str, dep: Obj | None) -> list[Problem]:
     if progressing and progressing.get("reason") == "ProgressDeadlineExceeded":
         out.append(
             Problem(
-                70,
-                "ProgressDeadlineExceeded",
+                c.PROGRESS_DEADLINE_EXCEEDED,
                 f"the {track} rollout made no progress within its deadline: "
                 f"{progressing.get('message', '').strip()} (see the pod problems above or "
                 f"kubectl describe deployment {_get(dep, 'metadata', 'name', default=track)})",
@@ -243,8 +245,7 @@ def deployment_problems(track: str, dep: Obj | None) -> list[Problem]:
     if failure and failure.get("status") == "True":
         out.append(
             Problem(
-                45,
-                "ReplicaFailure",
+                c.REPLICA_FAILURE,
                 f"the {track} Deployment cannot create pods: {failure.get('message', '').strip()} "
                 "(a ResourceQuota or LimitRange in the namespace?)",
             )
@@ -262,7 +263,7 @@ def condition(
     now: str,
 ) -> Obj:
     value = "True" if status else "False"
-    old = next((c for c in previous if c.get("type") == ctype), None)
+    old = next((p for p in previous if p.get("type") == ctype), None)
     # The transition time moves only when the status flips: it answers "since when".
     since = old.get("lastTransitionTime") if old and old.get("status") == value else None
     return {
@@ -281,138 +282,96 @@ def compute_status(
     previous: Obj,
     now: str,
     cluster_domain: str = "cluster.local",
+    tracks: TrackPlan | None = None,
 ) -> Obj:
-    """The full status to write. ``previous`` is the live status (for transition times)."""
-    spec = md.spec
-    canary = spec.canary
-    split = split_replicas(spec.replicas, canary.traffic_percent if canary else None)
-    tracks = [
-        track_state(STABLE, spec.model.storage_uri, split.stable, observed.deployments.get(STABLE))
-    ]
-    if canary is not None:
-        tracks.append(
-            track_state(CANARY, canary.storage_uri, split.canary, observed.deployments.get(CANARY))
-        )
+    """The full status to write. ``previous`` is the live status (for transition times);
+    ``tracks`` is ``plan_tracks(md)`` when the caller has it already."""
+    plan = tracks or plan_tracks(md)
+    states = [track_state(t, observed.deployments.get(t.name)) for t in plan.active]
 
-    ready_total = sum(t.ready for t in tracks)
-    replicas_total = sum(t.replicas for t in tracks)
+    ready_total = sum(s.ready for s in states)
+    replicas_total = sum(s.replicas for s in states)
 
-    def block(t: TrackState) -> Obj:
+    def block(s: TrackState) -> Obj:
         return {
-            "storageUri": t.uri,
-            "replicas": t.replicas,
-            "readyReplicas": t.ready,
-            "trafficPercent": effective_percent(t.ready, ready_total),
+            "storageUri": s.track.storage_uri,
+            "replicas": s.replicas,
+            "readyReplicas": s.ready,
+            "trafficPercent": effective_percent(s.ready, ready_total),
         }
 
     problems: list[Problem] = []
-    problems += [Problem(0, "ChildConflict", c) for c in observed.conflicts]
-    problems += [Problem(10, "ApplyFailed", e) for e in observed.write_errors]
+    problems += [Problem(c.CHILD_CONFLICT, msg) for msg in observed.conflicts]
+    problems += [Problem(c.APPLY_FAILED, msg) for msg in observed.write_errors]
     problems += pod_problems(observed.pods, observed.deployments)
-    for t in tracks:
-        problems += deployment_problems(t.track, observed.deployments.get(t.track))
+    for t in plan.active:
+        problems += deployment_problems(t.name, observed.deployments.get(t.name))
     problems.sort(key=lambda p: p.rank)
 
-    waiting = [t.progress for t in tracks if not t.rolled_out]
+    waiting = [s.progress for s in states if not s.rolled_out]
     waiting += [
         f"the {t} track (Deployment {deployment_name(md.name, t)}) is being removed"
         for t in observed.leftover_tracks
     ]
-    deadline = any(p.reason == "ProgressDeadlineExceeded" for p in problems)
-    write_blocked = any(p.rank < 20 for p in problems)
+    deadline = any(p.reason is c.PROGRESS_DEADLINE_EXCEEDED for p in problems)
+    write_blocked = any(p.reason.blocks_rollout for p in problems)
     rolled_out = not waiting and not write_blocked
 
     gen = md.generation
     prev_conditions = list(previous.get("conditions") or [])
 
+    def cond(ctype: str, value: bool, reason: Reason, message: str) -> Obj:
+        return condition(ctype, value, reason.name, message, gen, prev_conditions, now)
+
     if problems:
         first = problems[0]
         extra = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        degraded = condition(
-            "Degraded", True, first.reason, first.message + extra, gen, prev_conditions, now
-        )
+        degraded = cond(c.DEGRADED, True, first.reason, first.message + extra)
     else:
-        degraded = condition(
-            "Degraded", False, "AsExpected", "no problems observed", gen, prev_conditions, now
-        )
+        degraded = cond(c.DEGRADED, False, c.AS_EXPECTED, "no problems observed")
 
     if rolled_out:
-        progressing = condition(
-            "Progressing",
-            False,
-            "RolloutComplete",
-            "every track runs the current spec",
-            gen,
-            prev_conditions,
-            now,
+        progressing = cond(
+            c.PROGRESSING, False, c.ROLLOUT_COMPLETE, "every track runs the current spec"
         )
     elif deadline:
-        progressing = condition(
-            "Progressing",
-            False,
-            "ProgressDeadlineExceeded",
-            degraded["message"],
-            gen,
-            prev_conditions,
-            now,
-        )
+        progressing = cond(c.PROGRESSING, False, c.PROGRESS_DEADLINE_EXCEEDED, degraded["message"])
     elif write_blocked:
-        progressing = condition(
-            "Progressing", False, problems[0].reason, problems[0].message, gen, prev_conditions, now
-        )
+        progressing = cond(c.PROGRESSING, False, problems[0].reason, problems[0].message)
     else:
-        progressing = condition(
-            "Progressing", True, "RollingOut", "; ".join(waiting), gen, prev_conditions, now
-        )
+        progressing = cond(c.PROGRESSING, True, c.ROLLING_OUT, "; ".join(waiting))
 
-    uri_note = ", ".join(f"{t.track} {t.ready}/{t.replicas} serving {t.uri}" for t in tracks)
-    note = ""
-    if canary is not None and cannot_honour(spec.replicas, canary.traffic_percent):
-        note = (
-            f"; note: 1 replica cannot run both tracks, so the {STABLE if split.stable else CANARY}"
-            " track gets it (set spec.replicas >= 2 to run a canary beside stable)"
-        )
-    if spec.replicas == 0 and rolled_out:
-        ready = condition(
-            "Ready",
+    uri_note = ", ".join(
+        f"{s.track.name} {s.ready}/{s.replicas} serving {s.track.storage_uri}" for s in states
+    )
+    note = f"; note: {plan.single_replica_note}" if plan.single_replica_note else ""
+    if md.spec.replicas == 0 and rolled_out:
+        ready = cond(
+            c.READY,
             False,
-            "ScaledToZero",
+            c.SCALED_TO_ZERO,
             "spec.replicas is 0: nothing serves (kubectl scale md/" + md.name + " --replicas=N)",
-            gen,
-            prev_conditions,
-            now,
         )
     elif rolled_out:
-        ready = condition(
-            "Ready",
-            True,
-            "Serving",
-            f"{ready_total}/{replicas_total} ready: {uri_note}{note}",
-            gen,
-            prev_conditions,
-            now,
+        ready = cond(
+            c.READY, True, c.SERVING, f"{ready_total}/{replicas_total} ready: {uri_note}{note}"
         )
     elif problems:
-        ready = condition(
-            "Ready", False, problems[0].reason, degraded["message"], gen, prev_conditions, now
-        )
+        ready = cond(c.READY, False, problems[0].reason, degraded["message"])
     else:
-        ready = condition(
-            "Ready", False, "RollingOut", "; ".join(waiting), gen, prev_conditions, now
-        )
+        ready = cond(c.READY, False, c.ROLLING_OUT, "; ".join(waiting))
 
     status: Obj = {
         "observedGeneration": gen,
-        "url": f"http://{md.name}.{md.namespace}.svc.{cluster_domain}",
+        "url": service_url(md, cluster_domain),
         "replicas": replicas_total,
         "readyReplicas": ready_total,
         "replicaCounts": f"{ready_total}/{replicas_total}",
         "selector": pod_selector(md.name),
-        "stable": block(tracks[0]),
         "conditions": [ready, progressing, degraded],
     }
-    if canary is not None:
-        status["canary"] = block(tracks[1])
+    for s in states:
+        status[s.track.name] = block(s)
     return status
 
 
@@ -423,7 +382,7 @@ def status_patch(live: Obj, desired: Obj) -> Obj | None:
     for k, v in desired.items():
         if live.get(k) != v:
             patch[k] = v
-    for k in ("canary",):  # blocks the operator removes when their track goes away
+    for k in ALL_TRACKS:  # blocks the operator removes when their track goes away
         if k in live and k not in desired:
             patch[k] = None
     return patch or None

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from modeldeploy_operator.model import ModelDeployment
+from modeldeploy_operator.api import ModelDeployment
 from modeldeploy_operator.settings import OperatorSettings
 
 FIXTURES = Path(__file__).parent / "fixtures"

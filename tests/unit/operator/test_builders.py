@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 from conftest import UID, make_md
 from modeldeploy_operator import builders
+from modeldeploy_operator.api import ModelDeployment
 from modeldeploy_operator.settings import OperatorSettings
+from modeldeploy_operator.tracks import plan_tracks
 
 LABELS = {
     "app.kubernetes.io/name": "iris",
@@ -26,6 +28,13 @@ OWNER = [
     }
 ]
 SHA = "a" * 64
+
+
+def _dep(md: ModelDeployment, track: str, settings: OperatorSettings) -> dict[str, Any]:
+    """The Deployment of one track, with the replica split the spec gives it."""
+    t = plan_tracks(md).get(track)
+    assert t is not None, f"{track} is not a track of this spec"
+    return builders.deployment(md, t, settings)
 
 
 def golden_stable_deployment() -> dict[str, Any]:
@@ -144,9 +153,7 @@ def golden_stable_deployment() -> dict[str, Any]:
 
 def test_stable_deployment_golden(settings: OperatorSettings) -> None:
     md = make_md(model={"storageUri": "s3://models/iris/v1/model.joblib", "sha256": SHA})
-    assert builders.deployment(md, "stable", 2, settings) == with_template_hash(
-        golden_stable_deployment()
-    )
+    assert _dep(md, "stable", settings) == with_template_hash(golden_stable_deployment())
 
 
 def with_template_hash(dep: dict[str, Any]) -> dict[str, Any]:
@@ -160,8 +167,8 @@ def with_template_hash(dep: dict[str, Any]) -> dict[str, Any]:
 
 def test_template_hash_follows_the_pod_template_only(settings: OperatorSettings) -> None:
     def hash_of(replicas: int, uri: str) -> str:
-        md = make_md(model={"storageUri": uri})
-        dep = builders.deployment(md, "stable", replicas, settings)
+        md = make_md(model={"storageUri": uri}, replicas=replicas)
+        dep = _dep(md, "stable", settings)
         value: str = dep["spec"]["template"]["metadata"]["annotations"][
             "modeldeploy.io/template-hash"
         ]
@@ -184,7 +191,7 @@ def test_canary_deployment_differs_only_in_track_model_and_replicas(
             "trafficPercent": 25,
         },
     )
-    canary = builders.deployment(md, "canary", 1, settings)
+    canary = _dep(md, "canary", settings)
     expected = golden_stable_deployment()
     track = {**LABELS, "modeldeploy.io/track": "canary"}
     expected["metadata"]["name"] = "iris-canary"
@@ -210,10 +217,7 @@ def test_canary_inherits_the_stable_format(settings: OperatorSettings) -> None:
         model={"storageUri": "s3://m/v1.skops", "format": "skops"},
         canary={"storageUri": "s3://m/v2.skops", "trafficPercent": 10},
     )
-    env = {
-        e["name"]: e["value"]
-        for e in _container(builders.deployment(md, "canary", 1, settings))["env"]
-    }
+    env = {e["name"]: e["value"] for e in _container(_dep(md, "canary", settings))["env"]}
     assert env["MODEL_FORMAT"] == "skops"
 
 
@@ -224,7 +228,7 @@ def _container(dep: dict[str, Any]) -> dict[str, Any]:
 
 def test_pvc_is_mounted_read_only_under_pvc_root(settings: OperatorSettings) -> None:
     md = make_md(model={"storageUri": "pvc://models-claim/iris/v1/model.joblib"})
-    dep = builders.deployment(md, "stable", 1, settings)
+    dep = _dep(md, "stable", settings)
     pod = dep["spec"]["template"]["spec"]
     assert {
         "name": "model-pvc",
@@ -237,7 +241,7 @@ def test_pvc_is_mounted_read_only_under_pvc_root(settings: OperatorSettings) -> 
 
 def test_s3_credentials_come_from_the_secret_with_env_from(settings: OperatorSettings) -> None:
     md = make_md(credentials={"secretName": "s3-creds"})
-    c = _container(builders.deployment(md, "stable", 1, settings))
+    c = _container(_dep(md, "stable", settings))
     assert c["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
     assert "GOOGLE_APPLICATION_CREDENTIALS" not in {e["name"] for e in c["env"]}
 
@@ -247,7 +251,7 @@ def test_gcs_credentials_mount_the_key_file(settings: OperatorSettings) -> None:
         model={"storageUri": "gs://bucket/iris.joblib"},
         credentials={"secretName": "gcs-creds", "serviceAccountName": "model-reader"},
     )
-    dep = builders.deployment(md, "stable", 1, settings)
+    dep = _dep(md, "stable", settings)
     c = _container(dep)
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env["GOOGLE_APPLICATION_CREDENTIALS"] == (
@@ -280,7 +284,7 @@ def test_server_overrides_and_resources_are_passed_through(settings: OperatorSet
         },
         resources={"requests": {"cpu": 1, "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
     )
-    c = _container(builders.deployment(md, "stable", 1, settings))
+    c = _container(_dep(md, "stable", settings))
     assert c["image"] == "registry.local/server:1.2.3"
     assert c["imagePullPolicy"] == "Always"
     assert c["env"][-1] == {"name": "MAX_BATCH_SIZE", "value": "32"}
@@ -291,7 +295,7 @@ def test_settings_shape_probe_budget_and_drain(settings: OperatorSettings) -> No
     tuned = settings.model_copy(
         update={"startup_budget_seconds": 120, "drain_seconds": 3, "model_dir_size_limit": "5Gi"}
     )
-    dep = builders.deployment(make_md(), "stable", 1, tuned)
+    dep = _dep(make_md(), "stable", tuned)
     c = _container(dep)
     assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] == 120
     assert c["lifecycle"]["preStop"]["sleep"]["seconds"] == 3

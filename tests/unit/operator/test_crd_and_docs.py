@@ -4,18 +4,17 @@ structural and documented, and what the operator writes to status survives pruni
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
 from conftest import REPO_ROOT, load_fixture, make_md
-from modeldeploy_operator import crdgen, docgen
+from modeldeploy_operator import crdgen, generate
 from modeldeploy_operator.status import Observed, compute_status
 
-CRD_FILE = REPO_ROOT / "crds" / "modeldeploy.io_modeldeployments.yaml"
-API_DOC = REPO_ROOT / "docs" / "api.md"
-REGENERATE = "regenerate with: python -m modeldeploy_operator.{} > {}"
+CRD_FILE = REPO_ROOT / generate.CRD_FILE
 
 
 def schema() -> dict[str, Any]:
@@ -23,12 +22,36 @@ def schema() -> dict[str, Any]:
     return s
 
 
-def test_checked_in_crd_is_up_to_date() -> None:
-    assert CRD_FILE.read_text() == crdgen.render(), REGENERATE.format("crdgen", CRD_FILE)
+@pytest.mark.parametrize("path", sorted(generate.outputs(REPO_ROOT)), ids=str)
+def test_checked_in_generated_file_is_up_to_date(path: Path) -> None:
+    """The CRD, docs/api.md, deploy/rbac.yaml and docs/operations.md's generated tables."""
+    expected = generate.outputs(REPO_ROOT)[path]
+    assert (REPO_ROOT / path).read_text() == expected, (
+        f"{path} is stale: regenerate with python -m modeldeploy_operator.generate"
+    )
 
 
-def test_checked_in_api_reference_is_up_to_date() -> None:
-    assert API_DOC.read_text() == docgen.render(), REGENERATE.format("docgen", API_DOC)
+def test_generate_check_mode_names_a_stale_file(tmp_path: Path) -> None:
+    for path in generate.outputs(REPO_ROOT):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text((REPO_ROOT / path).read_text())
+    assert generate.main(["--root", str(tmp_path), "--check"]) == 0
+    (tmp_path / generate.RBAC_FILE).write_text("# edited by hand\n")
+    assert generate.stale(tmp_path) == [generate.RBAC_FILE]
+    assert generate.main(["--root", str(tmp_path), "--check"]) == 1
+    assert generate.main(["--root", str(tmp_path)]) == 0
+    assert generate.stale(tmp_path) == []
+
+
+def test_a_generated_region_replaces_only_its_own_text() -> None:
+    page = "intro\n<!-- generated: t -->\nold\n<!-- end generated: t -->\noutro\n"
+    assert generate.replace_region(page, "t", "new\n") == (
+        "intro\n<!-- generated: t -->\nnew\n<!-- end generated: t -->\noutro\n"
+    )
+    with pytest.raises(generate.RegionMissingError, match="exactly one"):
+        generate.replace_region("no markers", "t", "x")
+    with pytest.raises(generate.RegionMissingError, match="exactly one"):
+        generate.replace_region(page + page, "t", "x")
 
 
 def test_crds_kustomization_lists_the_crd() -> None:

@@ -8,21 +8,9 @@ from typing import Any
 
 import yaml
 from conftest import REPO_ROOT
+from modeldeploy_operator import rbac
 
 DEPLOY = REPO_ROOT / "deploy"
-
-# (apiGroup, resource) -> verbs, each justified in docs/operations.md.
-EXPECTED_RULES = {
-    ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
-    ("", "namespaces"): {"list", "watch"},
-    ("", "events"): {"create"},
-    ("modeldeploy.io", "modeldeployments"): {"get", "list", "watch", "patch"},
-    ("modeldeploy.io", "modeldeployments/status"): {"patch"},
-    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("autoscaling", "horizontalpodautoscalers"): {"get", "create", "patch", "delete"},
-    ("", "pods"): {"list", "watch"},
-}
 
 
 def load(name: str) -> list[dict[str, Any]]:
@@ -35,22 +23,43 @@ def by_kind(kind: str) -> dict[str, Any]:
     return found[0]
 
 
-def test_cluster_role_is_exactly_the_verbs_used() -> None:
-    role = by_kind("ClusterRole")
+def rules_of(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
     rules: dict[tuple[str, str], set[str]] = {}
     for rule in role["rules"]:
-        assert "*" not in rule["verbs"]
-        assert "*" not in rule["resources"]
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 rules.setdefault((group, resource), set()).update(rule["verbs"])
-    assert rules == EXPECTED_RULES
+    return rules
+
+
+def test_cluster_role_is_the_rbac_table() -> None:
+    """deploy/rbac.yaml is generated from rbac.RULES (its drift is checked in
+    test_crd_and_docs); here: what is installed is exactly the table, rule by rule."""
+    expected = {(r.api_group, r.resource): set(r.verbs) for r in rbac.RULES}
+    assert len(expected) == len(rbac.RULES)  # one row per (group, resource)
+    assert rules_of(by_kind("ClusterRole")) == expected
+
+
+def test_rbac_table_is_least_privilege() -> None:
+    """The policy the table must keep, whatever a feature adds: no wildcards, no update (writes
+    are server-side applies or merge patches), nothing on Secrets, RBAC or pod exec, and every
+    rule has its reason for the docs."""
+    for r in rbac.RULES:
+        assert "*" not in r.verbs, r
+        assert "*" not in (r.resource, r.api_group), r
+        assert "update" not in r.verbs, r
+        assert r.resource not in {"secrets", "pods/exec", "serviceaccounts/token"}, r
+        assert r.api_group != "rbac.authorization.k8s.io", r
+        assert len(r.why) > 20, r
+    pods = next(r for r in rbac.RULES if r.resource == "pods")
+    assert set(pods.verbs) == {"list", "watch"}  # status reads pods; it never changes them
 
 
 def test_operations_doc_explains_every_rbac_rule() -> None:
     doc = (REPO_ROOT / "docs" / "operations.md").read_text()
-    for _, resource in EXPECTED_RULES:
-        assert f"`{resource}`" in doc, resource
+    for r in rbac.RULES:
+        assert f"`{r.resource}`" in doc, r.resource
+        assert r.why in doc, r.resource
 
 
 def test_binding_ties_the_role_to_the_service_account() -> None:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import REPO_ROOT
 from modeldeploy_operator import crdgen
-from modeldeploy_operator.model import ModelDeploymentSpec
+from modeldeploy_operator.api import ModelDeploymentSpec
 
 EXAMPLES = REPO_ROOT / "examples"
 MODEL_DIR = EXAMPLES / "model"

@@ -9,7 +9,7 @@ import kopf
 import pytest
 from modeldeploy_operator.__main__ import parse_args
 from modeldeploy_operator.errors import ApiError
-from modeldeploy_operator.main import Runtime, _owner_name, configure_kopf, make_registry
+from modeldeploy_operator.handlers import Runtime, _owner_name, configure_kopf, make_registry
 from modeldeploy_operator.settings import OperatorSettings
 
 
@@ -97,18 +97,68 @@ def test_child_event_bursts_coalesce_into_one_queued_run() -> None:
     rt = Runtime(settings=OperatorSettings(), kube=kube)  # type: ignore[arg-type]
 
     async def burst() -> None:
-        lock = rt.locks.setdefault(("ns", "iris"), asyncio.Lock())
-        async with lock:  # a reconcile is running: events queue behind it
+        async with rt.locks.hold(("ns", "iris")):  # a reconcile is running: events queue behind
             tasks = [asyncio.create_task(rt.run("ns", "iris", coalesce=True)) for _ in range(20)]
             await asyncio.sleep(0)
         await asyncio.gather(*tasks)
 
     asyncio.run(burst())
     assert kube.gets == 1
+    assert len(rt.locks) == 0
+    assert rt.queued == set()
+
+
+def test_per_object_state_is_gone_when_the_work_is_done() -> None:
+    """Memory must not grow with every ModelDeployment ever seen: after runs over many objects
+    (here all deleted, so each run ends early) no lock or queue entry is left."""
+    kube = CountingKube()
+    rt = Runtime(settings=OperatorSettings(), kube=kube)  # type: ignore[arg-type]
+
+    async def many() -> int:
+        runs = [rt.run(f"ns-{i % 7}", f"md-{i}", coalesce=i % 2 == 0) for i in range(500)]
+        runs += [rt.run("ns-0", "md-0") for _ in range(5)]  # waiters on one object
+        peak = 0
+
+        async def watch() -> None:
+            nonlocal peak
+            for _ in range(50):
+                peak = max(peak, len(rt.locks))
+                await asyncio.sleep(0)
+
+        await asyncio.gather(watch(), *runs)
+        return peak
+
+    peak = asyncio.run(many())
+    assert kube.gets == 505
+    assert peak > 0  # the locks did exist while the runs were in flight
+    assert len(rt.locks) == 0
+    assert rt.queued == set()
+
+
+def test_a_lock_serialises_runs_of_one_object_and_leaves_others_free() -> None:
+    rt = Runtime(settings=OperatorSettings(), kube=CountingKube())  # type: ignore[arg-type]
+    order: list[str] = []
+
+    async def hold(key: tuple[str, str], tag: str, pause: float) -> None:
+        async with rt.locks.hold(key):
+            order.append(f"{tag} in")
+            await asyncio.sleep(pause)
+            order.append(f"{tag} out")
+
+    async def main() -> None:
+        await asyncio.gather(
+            hold(("ns", "a"), "a1", 0.02), hold(("ns", "a"), "a2", 0), hold(("ns", "b"), "b", 0)
+        )
+
+    asyncio.run(main())
+    # a2 waits for a1; b does not wait for anyone
+    assert order.index("a2 in") > order.index("a1 out")
+    assert order.index("b out") < order.index("a1 out")
+    assert len(rt.locks) == 0
 
 
 def test_api_errors_become_temporary_errors_with_a_delay() -> None:
-    from modeldeploy_operator.main import _temporary
+    from modeldeploy_operator.handlers import _temporary
 
     assert _temporary(ApiError(409, "Conflict", "x")).delay == 2
     assert _temporary(ApiError(503, "ServiceUnavailable", "x")).delay == 10

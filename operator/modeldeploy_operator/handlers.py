@@ -15,16 +15,16 @@ what changed), and watches time out on both ends so a silently dropped connectio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
-from modeldeploy_operator.errors import ApiError, ObjectGoneError
-from modeldeploy_operator.kube import Kube
-from modeldeploy_operator.model import (
+from modeldeploy_operator.api import (
     GROUP,
     KIND,
     LABEL_INSTANCE,
@@ -33,6 +33,8 @@ from modeldeploy_operator.model import (
     PLURAL,
     VERSION,
 )
+from modeldeploy_operator.errors import ApiError, ObjectGoneError
+from modeldeploy_operator.kube import Kube, load_api_client
 from modeldeploy_operator.reconcile import InvalidSpecError, reconcile
 from modeldeploy_operator.settings import OperatorSettings
 
@@ -41,14 +43,50 @@ log = logging.getLogger(__name__)
 CHILD_LABELS = {LABEL_MANAGED_BY: MANAGED_BY}
 
 
+Key = tuple[str, str]  # (namespace, name)
+
+
+@dataclass
+class _Slot:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # holding or waiting
+
+
+class PerObjectLocks:
+    """One lock per ModelDeployment, kept only while a run holds or waits for it.
+
+    A dict of locks that is never pruned grows with every object the operator has ever seen
+    (and every namespace deleted since); here an entry goes away with its last user, so the
+    memory is bounded by the work in flight.
+    """
+
+    def __init__(self) -> None:
+        self._slots: dict[Key, _Slot] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: Key) -> AsyncIterator[None]:
+        slot = self._slots.setdefault(key, _Slot())
+        slot.users += 1
+        try:
+            async with slot.lock:
+                yield
+        finally:
+            slot.users -= 1
+            if slot.users == 0:
+                del self._slots[key]
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+
 @dataclass
 class Runtime:
-    """Per-process state shared by the handlers."""
+    """Per-process state shared by the handlers; nothing in it outlives the work in flight."""
 
     settings: OperatorSettings
     kube: Kube
-    locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
-    queued: set[tuple[str, str]] = field(default_factory=set)
+    locks: PerObjectLocks = field(default_factory=PerObjectLocks)
+    queued: set[Key] = field(default_factory=set)  # runs waiting for the lock (coalesced)
     reconciles: int = 0
     writes: int = 0
     last_success: float = 0.0
@@ -61,8 +99,7 @@ class Runtime:
             if key in self.queued:
                 return
             self.queued.add(key)
-        lock = self.locks.setdefault(key, asyncio.Lock())
-        async with lock:
+        async with self.locks.hold(key):
             self.queued.discard(key)
             body = await asyncio.to_thread(self.kube.get_model_deployment, namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
@@ -180,3 +217,25 @@ async def _kick(rt: Runtime, namespace: str, name: str) -> None:
         await rt.run(namespace, name, coalesce=True)
     except (ApiError, InvalidSpecError) as e:
         log.warning("reconcile of %s/%s after a child event failed: %s", namespace, name, e)
+
+
+def run_operator(
+    *,
+    namespaces: Sequence[str],
+    liveness: str | None,
+    verbose: bool = False,
+    quiet: bool = False,
+    log_format: str = "full",
+) -> None:
+    """Runs kopf with this registry until it is stopped; ``namespaces`` empty: cluster-wide."""
+    kopf.configure(verbose=verbose, quiet=quiet, log_format=kopf.LogFormat[log_format.upper()])
+    settings = OperatorSettings()
+    kube = Kube(load_api_client(), request_timeout=settings.api_request_timeout)
+    registry = make_registry(Runtime(settings=settings, kube=kube))
+    kopf.run(
+        registry=registry,
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=list(namespaces),
+        liveness_endpoint=liveness,
+    )

@@ -1,0 +1,169 @@
+"""The condition types and every reason the operator writes, as one table.
+
+A reason is an API: pipelines match on it (``kubectl wait``, alerts), and people look it up in
+docs/operations.md. So each reason is declared once, here, with what the status logic needs to
+know about it — its rank (when several problems exist, the lowest rank names the Degraded
+condition) and whether it blocks a rollout (the operator's own writes did not happen, so waiting
+will not help) — and with the sentence the troubleshooting table shows. ``status`` uses the
+constants, never string literals, and the docs table is generated from ``REASONS``.
+
+Kubebuilder projects keep their condition reasons as named constants for the same reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+READY: Final = "Ready"
+PROGRESSING: Final = "Progressing"
+DEGRADED: Final = "Degraded"
+CONDITION_TYPES: Final = (READY, PROGRESSING, DEGRADED)
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One reason code, and what it means for status and for the person reading it."""
+
+    name: str
+    shown_on: str  # which condition(s) carry it, as the docs table says it
+    meaning: str
+    action: str
+    rank: int | None = None  # a problem's priority for Degraded (lower wins); None: not a problem
+    blocks_rollout: bool = False  # the desired children were not written: no rollout can proceed
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_problem(self) -> bool:
+        return self.rank is not None
+
+
+def _problem(
+    name: str, rank: int, meaning: str, action: str, *, blocks: bool = False, on: str = ""
+) -> Reason:
+    return Reason(name, on or f"Degraded `{name}`", meaning, action, rank, blocks)
+
+
+SERVING: Final = Reason(
+    "Serving", "Ready True `Serving`", "every pod of the current generation serves", "—"
+)
+ROLLING_OUT: Final = Reason(
+    "RollingOut",
+    "Ready False `RollingOut`, Progressing True",
+    "a rollout is under way; the message says what it waits for",
+    "wait; a model download counts against `MODELDEPLOY_STARTUP_BUDGET_SECONDS`",
+)
+SCALED_TO_ZERO: Final = Reason(
+    "ScaledToZero",
+    "Ready False `ScaledToZero`",
+    "`spec.replicas` is 0",
+    "`kubectl scale md/<name> --replicas=N`",
+)
+ROLLOUT_COMPLETE: Final = Reason(
+    "RolloutComplete",
+    "Progressing False `RolloutComplete`",
+    "every track runs the current spec",
+    "—",
+)
+AS_EXPECTED: Final = Reason(
+    "AsExpected", "Degraded False `AsExpected`", "no problems observed", "—"
+)
+
+# Problems, in rank order: what a person must fix first comes first.
+CHILD_CONFLICT: Final = _problem(
+    "ChildConflict",
+    0,
+    "a same-named object not owned by this ModelDeployment exists",
+    "delete or rename that object",
+    blocks=True,
+)
+APPLY_FAILED: Final = _problem(
+    "ApplyFailed",
+    10,
+    "the API server rejected a child (message quotes it)",
+    "usually an invalid `spec.resources` quantity combination or an admission webhook",
+    blocks=True,
+)
+MODEL_LOAD_FAILED: Final = _problem(
+    "ModelLoadFailed",
+    20,
+    "the server exited with its own termination message (artifact missing, digest mismatch, "
+    "unloadable file, credentials refused)",
+    "fix `spec.model`/`spec.canary` (`storageUri`, `sha256`, `format`) or the Secret; the "
+    "message quotes the server",
+)
+IMAGE_PULL_FAILED: Final = _problem(
+    "ImagePullFailed",
+    30,
+    "ErrImagePull / ImagePullBackOff",
+    "check `spec.server.image` / `MODELDEPLOY_SERVER_IMAGE` and registry access; with a local "
+    "image keep `IfNotPresent`",
+)
+POD_CONFIG_ERROR: Final = _problem(
+    "PodConfigError",
+    40,
+    "CreateContainerConfigError, e.g. the Secret in `spec.credentials.secretName` (or its GCS "
+    "key) is missing",
+    "create the Secret in the ModelDeployment's namespace",
+)
+REPLICA_FAILURE: Final = _problem(
+    "ReplicaFailure",
+    45,
+    "the ReplicaSet cannot create pods (quota, LimitRange)",
+    "check `kubectl describe rs`, ResourceQuota",
+)
+SERVER_CRASHING: Final = _problem(
+    "ServerCrashing",
+    50,
+    "the container exits without a message (e.g. OOMKilled)",
+    "`kubectl logs --previous`; raise `spec.resources.limits.memory`",
+)
+UNSCHEDULABLE: Final = _problem(
+    "Unschedulable",
+    60,
+    "the scheduler cannot place a pod (message quotes it)",
+    "lower requests/replicas or add nodes",
+)
+PROGRESS_DEADLINE_EXCEEDED: Final = _problem(
+    "ProgressDeadlineExceeded",
+    70,
+    "a track made no progress within `progressDeadlineSeconds`",
+    "look at the pod problem listed first; fix and the rollout resumes",
+    on="Degraded/Progressing `ProgressDeadlineExceeded`",
+)
+INVALID_SPEC: Final = Reason(
+    "InvalidSpec",
+    "all `InvalidSpec`",
+    "the stored spec does not parse with this operator (CRD older than the operator)",
+    "apply the current CRD, then re-apply the object",
+)
+
+REASONS: Final = (
+    SERVING,
+    ROLLING_OUT,
+    SCALED_TO_ZERO,
+    ROLLOUT_COMPLETE,
+    AS_EXPECTED,
+    MODEL_LOAD_FAILED,
+    SERVER_CRASHING,
+    IMAGE_PULL_FAILED,
+    POD_CONFIG_ERROR,
+    UNSCHEDULABLE,
+    PROGRESS_DEADLINE_EXCEEDED,
+    REPLICA_FAILURE,
+    APPLY_FAILED,
+    CHILD_CONFLICT,
+    INVALID_SPEC,
+)
+
+
+def markdown_table() -> str:
+    """The troubleshooting table of docs/operations.md."""
+    rows = [
+        "| condition / reason | meaning | what to do |",
+        "| --- | --- | --- |",
+        *(f"| {r.shown_on} | {r.meaning} | {r.action} |" for r in REASONS),
+    ]
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,121 @@
+"""Which tracks a ModelDeployment runs, and what each one serves: the one home of track knowledge.
+
+A track is one model version behind its own Deployment and Service (``stable`` always, ``canary``
+while ``spec.canary`` is set). The builders, the status computation and reconcile all need the
+same facts about a track — its artifact (uri, format, digest), its share of ``spec.replicas``,
+the names of its children — and they used to derive them each on their own. Here they are derived
+once, from the spec, by ``plan_tracks``; everyone else reads the ``Track`` values.
+
+The progressive rollout adds per-track phases and route weights: they belong on ``Track`` (and
+are computed in ``plan_tracks``), so builders and status keep reading one value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from modeldeploy_operator.api import ModelDeployment
+from modeldeploy_operator.split import cannot_honour, split_replicas
+
+STABLE: Final = "stable"
+CANARY: Final = "canary"
+ALL_TRACKS: Final = (STABLE, CANARY)
+
+# Child names are DNS-1035 labels (<= 63 characters); the longest suffix a track adds decides
+# how long a ModelDeployment's own name may be.
+MAX_CHILD_NAME = 63
+LONGEST_SUFFIX = max(len(f"-{t}") for t in ALL_TRACKS)
+MAX_NAME = MAX_CHILD_NAME - LONGEST_SUFFIX
+
+
+def deployment_name(md_name: str, track: str) -> str:
+    return f"{md_name}-{track}"
+
+
+def service_name(md_name: str, track: str | None) -> str:
+    """``<name>`` for the Service over every track (track None), ``<name>-<track>`` for one."""
+    return f"{md_name}-{track}" if track else md_name
+
+
+@dataclass(frozen=True)
+class Track:
+    """One track as the spec asks for it."""
+
+    name: str  # STABLE or CANARY
+    storage_uri: str
+    format: str
+    sha256: str  # "" when the digest is not checked
+    replicas: int  # this track's share of spec.replicas
+    requested_percent: int  # the share of traffic the spec asks for (the canary's percent)
+    deployment: str  # child Deployment name
+    service: str  # child Service name addressing only this track
+
+    @property
+    def model_version(self) -> str:
+        """The version label the server reports: the digest's first 12 hex, else the track."""
+        return self.sha256[:12] if self.sha256 else self.name
+
+
+@dataclass(frozen=True)
+class TrackPlan:
+    """Every track the ModelDeployment should run right now, and those it should not."""
+
+    active: tuple[Track, ...]  # stable first
+    removed: tuple[str, ...]  # track names whose children must go
+    single_replica_note: str  # "" unless one replica cannot run both tracks (see split.py)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.active)
+
+    def get(self, name: str) -> Track | None:
+        return next((t for t in self.active if t.name == name), None)
+
+    @property
+    def stable(self) -> Track:
+        return self.active[0]
+
+
+def plan_tracks(md: ModelDeployment) -> TrackPlan:
+    spec = md.spec
+    canary = spec.canary
+    split = split_replicas(spec.replicas, canary.traffic_percent if canary else None)
+    canary_percent = canary.traffic_percent if canary else 0
+    active = [
+        Track(
+            name=STABLE,
+            storage_uri=spec.model.storage_uri,
+            format=str(spec.model.format),
+            sha256=spec.model.sha256 or "",
+            replicas=split.stable,
+            requested_percent=100 - canary_percent,
+            deployment=deployment_name(md.name, STABLE),
+            service=service_name(md.name, STABLE),
+        )
+    ]
+    if canary is not None:
+        active.append(
+            Track(
+                name=CANARY,
+                storage_uri=canary.storage_uri,
+                format=str(canary.format or spec.model.format),
+                sha256=canary.sha256 or "",
+                replicas=split.canary,
+                requested_percent=canary_percent,
+                deployment=deployment_name(md.name, CANARY),
+                service=service_name(md.name, CANARY),
+            )
+        )
+    note = ""
+    if canary is not None and cannot_honour(spec.replicas, canary.traffic_percent):
+        note = (
+            f"1 replica cannot run both tracks, so the {STABLE if split.stable else CANARY}"
+            " track gets it (set spec.replicas >= 2 to run a canary beside stable)"
+        )
+    names = {t.name for t in active}
+    return TrackPlan(
+        active=tuple(active),
+        removed=tuple(t for t in ALL_TRACKS if t not in names),
+        single_replica_note=note,
+    )
