@@ -103,8 +103,7 @@ def _apply_crds(cluster: Cluster) -> None:
     crds = REPO_ROOT / "crds"
     if not any(crds.glob("*.yaml")):
         pytest.fail("crds/ holds no CRD yet: nothing to test the operator against")
-    how = "-k" if (crds / "kustomization.yaml").exists() else "-f"
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", how, str(crds))
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crds))
     cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
 
 

@@ -55,8 +55,12 @@ def test_a_generated_region_replaces_only_its_own_text() -> None:
 
 
 def test_crds_kustomization_lists_the_crd() -> None:
-    kust = yaml.safe_load((REPO_ROOT / "crds" / "kustomization.yaml").read_text())
+    # extension-less, so `kubectl apply -f crds/` (which reads *.yaml/*.yml/*.json) skips it
+    kust = yaml.safe_load((REPO_ROOT / "crds" / "Kustomization").read_text())
     assert kust["resources"] == [CRD_FILE.name]
+    crds = sorted((REPO_ROOT / "crds").glob("*.y*ml"))
+    kinds = [d["kind"] for f in crds for d in yaml.safe_load_all(f.read_text())]
+    assert kinds == ["CustomResourceDefinition"]
 
 
 def test_every_field_has_a_type_and_a_description() -> None:
