@@ -19,7 +19,7 @@ from typing import Any
 import joblib
 import numpy as np
 import orjson
-from modeldeploy_server.forest import compile_forest
+from modeldeploy_server.runtime.forest import compile_forest
 
 MODEL = joblib.load(os.environ["MODEL_PATH"])
 PREDICT = getattr(compile_forest(MODEL), "predict", MODEL.predict)

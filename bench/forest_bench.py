@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import numpy as np
-from modeldeploy_server.forest import compile_forest, verify
+from modeldeploy_server.runtime.forest import compile_forest, verify
 from sklearn.datasets import load_iris, make_classification
 from sklearn.ensemble import RandomForestClassifier
 

@@ -38,7 +38,7 @@ import httpx
 import joblib
 import numpy as np
 from loadgen import Result, run_load
-from modeldeploy_server.forest import compile_forest
+from modeldeploy_server.runtime.forest import compile_forest
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression

@@ -57,7 +57,7 @@ def run(settings: Settings) -> int:
     from modeldeploy_server.bootstrap import bring_up, write_termination_log
     from modeldeploy_server.dataplane import DataPlane, ServingInfo
     from modeldeploy_server.metrics import Metrics
-    from modeldeploy_server.storage import redact_uri
+    from modeldeploy_server.storage.uri import redact_uri
 
     log = logging.getLogger("modeldeploy_server")
     dataplane = DataPlane(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import time
 from collections import deque
@@ -32,28 +31,34 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 Array = np.ndarray[Any, Any]
-# (X, methods) -> one result array per method, each with len(X) rows.
+# (X, outputs) -> one result array per output name, each with len(X) rows.
 RunFn = Callable[[Array, tuple[str, ...]], list[Array]]
-# (rows, requests, seconds, results) after each successful model call, in the worker thread.
+# (rows, requests, seconds, outputs, results) after each successful model call.
 ObserveFn = Callable[[int, int, float, tuple[str, ...], list[Array]], None]
 
-# Seconds the model call that answered the current request took (set in the caller's context by
-# submit), so a transport can report queueing + HTTP apart from predict (Server-Timing).
-predict_seconds: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "predict_seconds", default=None
-)
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """One caller's rows of a coalesced model call, and how long that whole call took.
+
+    The seconds travel with the result (not in a context variable) so any transport can report
+    the model's share of a request, e.g. as Server-Timing.
+    """
+
+    outputs: list[Array]
+    seconds: float
 
 
 @dataclass(slots=True)
 class _Job:
     x: Array
-    methods: tuple[str, ...]
-    future: asyncio.Future[tuple[list[Array], float]]
+    outputs: tuple[str, ...]
+    future: asyncio.Future[BatchResult]
     key: tuple[Any, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        # Only stack what numpy can stack without changing meaning: same methods, columns, dtype.
-        self.key = (self.methods, self.x.shape[1:], self.x.dtype.str)
+        # Only stack what numpy can stack without changing meaning: same outputs, columns, dtype.
+        self.key = (self.outputs, self.x.shape[1:], self.x.dtype.str)
 
 
 class MicroBatcher:
@@ -97,16 +102,14 @@ class MicroBatcher:
         self._pending.clear()
         self._executor.shutdown(wait=False)
 
-    async def submit(self, x: Array, methods: tuple[str, ...]) -> list[Array]:
+    async def submit(self, x: Array, outputs: tuple[str, ...]) -> BatchResult:
         """Queue ``x`` (2-D, rows first) and wait for its slice of the batched result."""
         if self._task is None:
             raise RuntimeError("batcher not started")
-        fut: asyncio.Future[tuple[list[Array], float]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Job(x, methods, fut))
+        fut: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Job(x, outputs, fut))
         self._wakeup.set()
-        out, seconds = await fut
-        predict_seconds.set(seconds)
-        return out
+        return await fut
 
     def _take(self, batch: list[_Job], rows: int) -> int:
         """Move compatible jobs from the queue into ``batch`` in arrival order, up to max rows."""
@@ -148,15 +151,15 @@ class MicroBatcher:
                 rows = self._take(batch, rows)
         return batch
 
-    def _call(self, x: Array, methods: tuple[str, ...], n_jobs: int) -> tuple[list[Array], float]:
+    def _call(self, x: Array, outputs: tuple[str, ...], n_jobs: int) -> tuple[list[Array], float]:
         started = time.perf_counter()
-        out = self._run(x, methods)
+        out = self._run(x, outputs)
         seconds = time.perf_counter() - started
         prev = self._call_s
         self._call_s = seconds if prev is None else 0.8 * prev + 0.2 * seconds
         if self._observe is not None:
             try:
-                self._observe(x.shape[0], n_jobs, seconds, methods, out)
+                self._observe(x.shape[0], n_jobs, seconds, outputs, out)
             except Exception:  # metrics must never fail a prediction
                 log.exception("recording batch metrics failed")
         return out, seconds
@@ -171,10 +174,10 @@ class MicroBatcher:
         x = batch[0].x if len(batch) == 1 else np.concatenate([j.x for j in batch])
         try:
             if inline:
-                out, seconds = self._call(x, batch[0].methods, 1)
+                out, seconds = self._call(x, batch[0].outputs, 1)
             else:
                 out, seconds = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._call, x, batch[0].methods, len(batch)
+                    self._executor, self._call, x, batch[0].outputs, len(batch)
                 )
         except Exception as exc:
             if len(batch) == 1:
@@ -190,7 +193,7 @@ class MicroBatcher:
         for job in batch:
             n = job.x.shape[0]
             if not job.future.done():
-                job.future.set_result(([o[start : start + n] for o in out], seconds))
+                job.future.set_result(BatchResult([o[start : start + n] for o in out], seconds))
             start += n
 
     async def _loop(self) -> None:

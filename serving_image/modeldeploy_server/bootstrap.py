@@ -16,13 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
-
 from modeldeploy_server.config import Settings
 from modeldeploy_server.dataplane import DataPlane
 from modeldeploy_server.errors import StartupError
-from modeldeploy_server.model import LoadedModel, load_model
-from modeldeploy_server.storage import Artifact, fetch
+from modeldeploy_server.runtime.base import Runtime
+from modeldeploy_server.runtime.sklearn import load_sklearn_runtime
+from modeldeploy_server.storage.fetch import Artifact, fetch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,26 +63,21 @@ async def _in_daemon_thread(fn: Callable[[], T]) -> T:
     return await fut
 
 
-def _warm_up(model: LoadedModel) -> None:
-    """One throwaway predict so the first real request doesn't pay for lazy initialisation."""
-    if model.n_features is None:
-        return
-    predict = model.forest.predict if model.forest is not None else model.estimator.predict
-    try:
-        predict(np.zeros((1, model.n_features)))
-    except Exception as exc:  # a model that needs strings can't take zeros; that's fine
-        log.debug("warm-up predict skipped: %s", exc)
+def load_runtime(path: Path, settings: Settings) -> Runtime:
+    """Load the artifact into the runtime for its format, warmed up.
 
-
-def _load_and_warm(path: Path, settings: Settings) -> LoadedModel:
-    model = load_model(
+    The one place a format picks its runtime: both formats so far are scikit-learn estimators
+    (an MLflow directory will pick its own runtime here), and how that runtime predicts (the
+    forest fast path or the estimator) is decided inside it, once.
+    """
+    runtime = load_sklearn_runtime(
         path,
         settings.model_format,
         extra_trusted=settings.trusted_types,
         fast_forest=settings.fast_forest,
     )
-    _warm_up(model)
-    return model
+    runtime.warm_up()
+    return runtime
 
 
 async def bring_up(
@@ -119,15 +113,16 @@ async def bring_up(
             time.perf_counter() - started,
         )
         dataplane.set_phase("loading")
-        model = await _in_daemon_thread(lambda: _load_and_warm(artifact.model_path, settings))
-        await dataplane.set_ready(model, artifact.sha256)
+        runtime = await _in_daemon_thread(lambda: load_runtime(artifact.model_path, settings))
+        await dataplane.set_ready(runtime, artifact.sha256)
+        facts = runtime.info
         log.info(
-            "model %s ready: %s, %s features, loaded in %.2fs, predicting through %s",
+            "model %s ready: %s, input %s, loaded in %.2fs, predicting through %s",
             settings.model_name,
-            model.estimator_class,
-            model.n_features if model.n_features is not None else "unknown",
-            model.load_seconds,
-            model.predict_path,
+            facts.model_class,
+            " ".join(f"{t.name} {list(t.shape)}" for t in runtime.inputs),
+            facts.load_seconds,
+            facts.predict_path,
         )
     except asyncio.CancelledError:
         raise

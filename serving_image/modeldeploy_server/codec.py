@@ -1,9 +1,12 @@
-"""Decode KServe V1 and Open Inference Protocol V2 bodies into numpy, and encode results.
+"""The V1 and V2 messages, and their JSON form: decode bodies into numpy, encode results.
 
-This is the hot path, so bodies are parsed once with orjson and handed to numpy as whole lists:
-numpy converts and type-checks in C, and we never validate element by element in Python (nor run
-pydantic over request bodies). Shapes and datatypes are checked against the protocol here; whether
-the shape fits *this* model is the DataPlane's job.
+The request and result dataclasses are what the DataPlane takes and returns, whatever carried
+them; this module's functions are the JSON wire format (a V2 binary-tensor or gRPC codec will
+produce and consume the same dataclasses). This is the hot path, so bodies are parsed once with
+orjson and handed to numpy as whole lists: numpy converts and type-checks in C, and we never
+validate element by element in Python (nor run pydantic over request bodies). Shapes and
+datatypes are checked against the protocol here; whether the shape fits *this* model is the
+runtime's job, and which outputs exist is the runtime's too.
 """
 
 from __future__ import annotations
@@ -15,55 +18,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from modeldeploy_server.errors import InvalidInputError
+from modeldeploy_server.datatypes import V2_DTYPES, v2_datatype
+from modeldeploy_server.errors import InferenceError, InvalidInputError
 
-# OIP tensor datatypes (required_api.md "Tensor Data Types") and the numpy dtype each decodes to.
-V2_DTYPES: dict[str, np.dtype[Any]] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype(np.uint8),
-    "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32),
-    "UINT64": np.dtype(np.uint64),
-    "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
-    "BYTES": np.dtype(object),
-}
-
-# Output side: numpy kind/itemsize back to an OIP datatype name.
-_KIND_TO_V2 = {
-    ("b", 1): "BOOL",
-    ("u", 1): "UINT8",
-    ("u", 2): "UINT16",
-    ("u", 4): "UINT32",
-    ("u", 8): "UINT64",
-    ("i", 1): "INT8",
-    ("i", 2): "INT16",
-    ("i", 4): "INT32",
-    ("i", 8): "INT64",
-    ("f", 2): "FP16",
-    ("f", 4): "FP32",
-    ("f", 8): "FP64",
-}
-
-PREDICT_OUTPUT = "output-0"
-PROBA_OUTPUT = "probabilities"
-# Requested output names -> model method. The aliases let a caller say what they mean.
-OUTPUT_METHODS: dict[str, str] = {
-    PREDICT_OUTPUT: "predict",
-    "predict": "predict",
-    PROBA_OUTPUT: "predict_proba",
-    "predict_proba": "predict_proba",
-}
-
-
-def v2_datatype(arr: np.ndarray[Any, Any]) -> str:
-    """The OIP datatype for an output array; strings and objects travel as BYTES."""
-    return _KIND_TO_V2.get((arr.dtype.kind, arr.dtype.itemsize), "BYTES")
+Array = np.ndarray[Any, Any]
 
 
 def _load(body: bytes) -> dict[str, Any]:
@@ -153,17 +111,38 @@ def records_to_array(records: list[dict[str, Any]], names: tuple[str, ...]) -> n
 
 
 @dataclass(slots=True)
-class V2Input:
+class Tensor:
+    """A named V2 input or output tensor; ``array`` has the tensor's shape."""
+
     name: str
-    array: np.ndarray[Any, Any]
+    array: Array
 
 
 @dataclass(slots=True)
 class V2Request:
     id: str | None
-    inputs: list[V2Input]
+    inputs: list[Tensor]
     outputs: list[str]  # requested output names, in request order; empty = the default output
     parameters: dict[str, Any] | None
+
+
+@dataclass(slots=True)
+class V1Result:
+    """A V1 answer. ``predict_seconds`` is the model call that produced it (Server-Timing)."""
+
+    predictions: Array
+    predict_seconds: float
+
+
+@dataclass(slots=True)
+class V2Result:
+    """An OIP ``$inference_response``, outputs named as requested, plus the model call's time."""
+
+    model_name: str
+    model_version: str
+    id: str | None
+    outputs: list[Tensor]
+    predict_seconds: float
 
 
 def _field(obj: dict[str, Any], key: str, where: str) -> Any:
@@ -173,7 +152,7 @@ def _field(obj: dict[str, Any], key: str, where: str) -> Any:
         raise InvalidInputError(f'{where}: field "{key}" is required') from None
 
 
-def _decode_tensor(i: int, inp: Any) -> V2Input:
+def _decode_tensor(i: int, inp: Any) -> Tensor:
     where = f"inputs[{i}]"
     if not isinstance(inp, dict):
         raise InvalidInputError(f"{where} must be an object with name, shape, datatype and data")
@@ -211,7 +190,7 @@ def _decode_tensor(i: int, inp: Any) -> V2Input:
         )
     if arr.shape != tuple(shape):
         arr = arr.reshape(shape)
-    return V2Input(name, arr)
+    return Tensor(name, arr)
 
 
 def decode_v2(body: bytes) -> V2Request:
@@ -230,11 +209,11 @@ def decode_v2(body: bytes) -> V2Request:
         if not isinstance(requested, list):
             raise InvalidInputError('field "outputs" must be a list of {"name": ...} objects')
         for j, out in enumerate(requested):
+            # Which names exist is the model's to say (its runtime checks them); here only form.
             name = out.get("name") if isinstance(out, dict) else None
-            if name not in OUTPUT_METHODS:
+            if not isinstance(name, str):
                 raise InvalidInputError(
-                    f"outputs[{j}].name {name!r} is unknown; this model offers "
-                    f'"{PREDICT_OUTPUT}" (predict) and "{PROBA_OUTPUT}" (predict_proba)'
+                    f'outputs[{j}] must be an object with a string "name", got {out!r}'
                 )
             outputs.append(name)
     req_id = doc.get("id")
@@ -247,7 +226,7 @@ def decode_v2(body: bytes) -> V2Request:
     )
 
 
-def v2_tensor(name: str, arr: np.ndarray[Any, Any]) -> dict[str, Any]:
+def v2_tensor(name: str, arr: Array) -> dict[str, Any]:
     """An OIP output tensor with flat, row-major data (what Triton and KServe send)."""
     datatype = v2_datatype(arr)
     flat = arr.reshape(-1)
@@ -266,3 +245,29 @@ def _default(obj: Any) -> Any:
 def encode_json(obj: Any) -> bytes:
     """orjson writes contiguous numeric arrays natively; other numpy values go through tolist."""
     return orjson.dumps(obj, default=_default, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _inference_json(doc: dict[str, Any]) -> bytes:
+    """An answer as JSON. Output JSON can't hold is the model's doing: say so (a 500)."""
+    try:
+        return encode_json(doc)
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        raise InferenceError(
+            f"the model's output cannot be written as JSON ({exc}); its predict must return "
+            "numbers, strings or booleans"
+        ) from None
+
+
+def encode_v1(result: V1Result) -> bytes:
+    return _inference_json({"predictions": result.predictions})
+
+
+def encode_v2(result: V2Result) -> bytes:
+    doc: dict[str, Any] = {
+        "model_name": result.model_name,
+        "model_version": result.model_version,
+    }
+    if result.id is not None:
+        doc["id"] = result.id
+    doc["outputs"] = [v2_tensor(t.name, t.array) for t in result.outputs]
+    return _inference_json(doc)

@@ -2,19 +2,21 @@
 
 Requests are parsed by codec.py with orjson and numpy, never by these models: validating every
 tensor element through pydantic would cost more than the prediction. These classes exist so
-``/docs`` and ``/openapi.json`` show callers exactly what to send and what comes back.
+``/docs`` and ``/openapi.json`` show callers exactly what to send and what comes back, including
+for the inference routes, which FastAPI does not serve (asgi.py does) and so can't describe
+itself: ``inference_path`` writes their OpenAPI entries.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-Datatype = Literal[
-    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-    "FP16", "FP32", "FP64", "BYTES",
-]  # fmt: skip
+from modeldeploy_server.datatypes import DATATYPES
+
+# The datatype names come from the codec's own table, so the docs list exactly what decodes.
+Datatype = Annotated[str, Field(json_schema_extra={"enum": list(DATATYPES)})]
 
 
 class ErrorBody(BaseModel):
@@ -54,7 +56,11 @@ class V2Tensor(BaseModel):
 
 
 class V2RequestedOutput(BaseModel):
-    name: Literal["output-0", "probabilities", "predict", "predict_proba"]
+    name: str = Field(
+        description="An output the model metadata lists; for scikit-learn models output-0 "
+        "(alias predict) and probabilities (alias predict_proba)",
+        examples=["probabilities"],
+    )
     parameters: dict[str, Any] | None = None
 
 
@@ -111,19 +117,63 @@ class V2ModelReady(BaseModel):
     ready: bool
 
 
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (V1PredictRequest, V2InferRequest)
+# Every model the inference entries reference, so components holds them and what they reference.
+DOCUMENTED_MODELS: tuple[type[BaseModel], ...] = (
+    V1PredictRequest,
+    V1PredictResponse,
+    V2InferRequest,
+    V2InferResponse,
+    ErrorBody,
+)
+_JSON = "application/json"
+# protocol -> (tag, request body, response body, what the operation does)
+_INFERENCE: dict[str, tuple[str, type[BaseModel], type[BaseModel], str]] = {
+    "v1": ("KServe V1", V1PredictRequest, V1PredictResponse, "Predict"),
+    "v2": ("Open Inference Protocol V2", V2InferRequest, V2InferResponse, "Infer"),
+}
+_ERRORS = {
+    400: "Bad input; the error names the field",
+    404: "No such model or version",
+    413: "Body over MAX_BODY_BYTES",
+    500: "The model failed",
+    503: "The model is not loaded yet",
+}
 
 
-def request_body(model: type[BaseModel]) -> dict[str, Any]:
-    """``openapi_extra`` that documents a body the route reads raw."""
-    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+def _ref(model: type[BaseModel]) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _body(model: type[BaseModel], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {_JSON: {"schema": _ref(model)}}}
+
+
+def inference_path(template: str, protocol: str, params: tuple[str, ...]) -> dict[str, Any]:
+    """The OpenAPI path item for one inference route (asgi.INFERENCE_ROUTES)."""
+    tag, request, response, verb = _INFERENCE[protocol]
+    operation = f"{protocol}_{verb.lower()}" + ("_version" if "version" in params else "")
+    return {
+        "post": {
+            "tags": [tag],
+            "summary": f"{verb} {'(a given version)' if 'version' in params else ''}".strip(),
+            "operationId": operation,
+            "parameters": [
+                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                for p in params
+            ],
+            "requestBody": {"required": True, "content": {_JSON: {"schema": _ref(request)}}},
+            "responses": {
+                "200": _body(response, "Successful Response"),
+                **{str(code): _body(ErrorBody, text) for code, text in _ERRORS.items()},
+            },
+        }
+    }
 
 
 def component_schemas() -> dict[str, Any]:
-    """Schemas for REQUEST_MODELS and everything they reference, keyed for components."""
+    """Schemas for DOCUMENTED_MODELS and everything they reference, keyed for components."""
     out: dict[str, Any] = {}
-    for model in REQUEST_MODELS:
+    for model in DOCUMENTED_MODELS:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         out.update(schema.pop("$defs", {}))
         out[model.__name__] = schema

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 from modeldeploy_server.errors import StartupError
-from modeldeploy_server.model import load_model
-from modeldeploy_server.storage import fetch
+from modeldeploy_server.runtime.sklearn_model import load_model
+from modeldeploy_server.storage.fetch import fetch
 from server_stores import BucketStore, HttpStore, S3Store, free_port
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ import pytest
 from modeldeploy_server.app import create_app
 from modeldeploy_server.dataplane import DataPlane, ServingInfo
 from modeldeploy_server.metrics import Metrics
-from modeldeploy_server.model import LoadedModel, load_model
+from modeldeploy_server.runtime.sklearn import SklearnRuntime, load_sklearn_runtime
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LinearRegression, LogisticRegression
@@ -90,21 +90,12 @@ def model_files(
     return files
 
 
-def loaded(path: Path) -> LoadedModel:
-    return load_model(path, "sklearn")
-
-
-@pytest.fixture(params=[True, False], ids=["fast-path", "fastapi-routes"])
-def fast_path(request: pytest.FixtureRequest) -> bool:
-    """Every app test runs through the middleware's inference fast path and the FastAPI routes."""
-    value: bool = request.param
-    return value
+def loaded(path: Path) -> SklearnRuntime:
+    return load_sklearn_runtime(path, "sklearn")
 
 
 @pytest.fixture
-async def make_client(
-    model_files: dict[str, Path], fast_path: bool
-) -> AsyncIterator[Callable[..., Any]]:
+async def make_client(model_files: dict[str, Path]) -> AsyncIterator[Callable[..., Any]]:
     """``await make_client("forest", **info)`` -> (httpx.AsyncClient, DataPlane)."""
     planes: list[DataPlane] = []
     clients: list[httpx.AsyncClient] = []
@@ -127,12 +118,18 @@ async def make_client(
         )
         dp = DataPlane(info, Metrics(), max_batch_rows=max_batch_rows, max_wait_s=0.0)
         if model is not None:
-            m = loaded(model_files[model])
+            rt = loaded(model_files[model])
             if estimator is not None:
                 # Any object with predict, described as the named model (4 iris features).
-                m = replace(m, estimator=estimator, forest=None, estimator_class="test.Custom")
-            await dp.set_ready(m, "ab" * 32)
-        app = create_app(dp, max_body_bytes=max_body_bytes, fast_path=fast_path)
+                custom = replace(
+                    rt.model,
+                    estimator=estimator,
+                    estimator_class="test.Custom",
+                    has_proba=hasattr(estimator, "predict_proba"),
+                )
+                rt = SklearnRuntime(custom)
+            await dp.set_ready(rt, "ab" * 32)
+        app = create_app(dp, max_body_bytes=max_body_bytes)
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
         planes.append(dp)
         clients.append(client)

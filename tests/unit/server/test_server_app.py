@@ -1,4 +1,8 @@
-"""The FastAPI app in-process (httpx ASGITransport): every endpoint, header and error shape."""
+"""The app in-process (httpx ASGITransport): every endpoint, header and error shape.
+
+Inference has one implementation (asgi.ServingApp), so each case runs once; the other routes go
+through FastAPI inside it.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from modeldeploy_server.app import create_app
+from modeldeploy_server.asgi import INFERENCE_ROUTES
 from modeldeploy_server.dataplane import DataPlane, ServingInfo
 from modeldeploy_server.metrics import Metrics
 
@@ -158,7 +163,15 @@ async def test_v2_one_tensor_per_feature(make_client: Factory) -> None:
         ("/v2/models/iris/infer", v2_body(ROW, [4]), 400, "expects shape [N, 4]"),
         ("/v2/models/iris/infer", v2_body([1, 2, 3], [1, 3]), 400, "expects shape [N, 4]"),
         ("/v2/models/iris/infer", v2_body(ROW, [1, 4], "BF16"), 400, "'BF16' is not supported"),
+        (
+            "/v2/models/iris/infer",
+            v2_body(ROW, [1, 4], outputs=[{"name": "logits"}]),
+            400,
+            "outputs[0].name 'logits' is unknown; this model offers \"output-0\" (predict) and "
+            '"probabilities" (predict_proba)',
+        ),
         ("/v2/models/nope/infer", v2_body(ROW, [1, 4]), 404, "does not exist"),
+        ("/v2/models/nope/infer", b"not json", 404, "does not exist"),
     ],
 )
 async def test_bad_input_is_a_4xx_with_a_reason(
@@ -232,8 +245,10 @@ async def test_unknown_path_and_method_are_json(make_client: Factory) -> None:
     assert r.json() == {"error": "Not Found"}
     assert r.headers["x-modeldeploy-track"] == "canary"
     r = await client.get("/v1/models/iris:predict")
-    assert r.status_code in (404, 405)
-    assert "error" in r.json()
+    assert r.status_code == 405
+    assert r.json() == {"error": "Method Not Allowed"}
+    assert r.headers["allow"] == "POST"
+    assert r.headers["x-modeldeploy-track"] == "canary"
     r = await client.post("/v1/models/iris:explain")
     assert r.status_code == 501
 
@@ -326,18 +341,70 @@ async def test_output_json_cannot_hold_is_named(make_client: Factory) -> None:
     assert r.json()["outputs"][0]["data"] == ["1.5"]
 
 
-def test_the_fast_path_takes_its_routes_from_fastapi() -> None:
-    dp = DataPlane(ServingInfo("iris", "v1", "stable", "", ""), Metrics())
-    fast = create_app(dp)
-    assert sorted(template for _, template, _ in fast.fast_routes) == [
+async def test_the_served_and_the_documented_inference_routes_are_one_table(
+    make_client: Factory,
+) -> None:
+    assert sorted(r.template for r in INFERENCE_ROUTES) == [
         "/v1/models/{name}:predict",
         "/v2/models/{name}/infer",
         "/v2/models/{name}/versions/{version}/infer",
     ]
-    pattern, _, protocol = next(r for r in fast.fast_routes if "versions" in r[1])
-    match = pattern.match("/v2/models/iris/versions/v1/infer")
+    versioned = next(r for r in INFERENCE_ROUTES if "versions" in r.template)
+    match = versioned.pattern.match("/v2/models/iris/versions/v1/infer")
     assert match is not None
-    assert protocol == "v2"
+    assert versioned.protocol == "v2"
     assert match.groupdict() == {"name": "iris", "version": "v1"}
-    assert pattern.match("/v2/models/iris/versions/v1/infer/extra") is None
-    assert create_app(dp, fast_path=False).fast_routes == ()
+    assert versioned.pattern.match("/v2/models/iris/versions/v1/infer/extra") is None
+    assert versioned.pattern.match("/v2/models/ir/is/versions/v1/infer") is None
+    client, _ = await make_client()
+    spec = (await client.get("/openapi.json")).json()
+    for route in INFERENCE_ROUTES:
+        post = spec["paths"][route.template]["post"]
+        assert [p["name"] for p in post["parameters"]] == list(route.params)
+        assert set(post["responses"]) >= {"200", "400", "404", "413", "503"}
+    # FastAPI serves none of them: inference has one implementation, in ServingApp.
+    fastapi_paths = {getattr(r, "path", None) for r in client._transport.app.app.routes}  # type: ignore[attr-defined]
+    assert fastapi_paths.isdisjoint(r.template for r in INFERENCE_ROUTES)
+
+
+async def test_requests_are_counted_by_route_template(make_client: Factory) -> None:
+    client, dp = await make_client()
+    await client.post("/v2/models/iris/versions/v1/infer", json=v2_body(ROW, [1, 4]))
+    await client.get("/v2/models/iris")
+    await client.get("/nope")
+    sample = dp.metrics.registry.get_sample_value
+    assert (
+        sample(
+            "modeldeploy_requests_total",
+            {
+                "endpoint": "/v2/models/{name}/versions/{version}/infer",
+                "protocol": "v2",
+                "status": "200",
+            },
+        )
+        == 1.0
+    )
+    assert (
+        sample(
+            "modeldeploy_requests_total",
+            {"endpoint": "/v2/models/{name}", "protocol": "v2", "status": "200"},
+        )
+        == 1.0
+    )
+    assert (
+        sample(
+            "modeldeploy_requests_total",
+            {"endpoint": "unmatched", "protocol": "http", "status": "404"},
+        )
+        == 1.0
+    )
+
+
+def test_an_app_can_be_built_before_the_model_exists() -> None:
+    dp = DataPlane(ServingInfo("iris", "v1", "stable", "", ""), Metrics())
+    app = create_app(dp)
+    assert app.routes == INFERENCE_ROUTES
+    assert app.extra_headers == [
+        (b"x-modeldeploy-track", b"stable"),
+        (b"x-modeldeploy-model-version", b"v1"),
+    ]

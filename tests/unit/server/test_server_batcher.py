@@ -55,9 +55,9 @@ async def test_waiting_requests_share_one_call() -> None:
     finally:
         await b.stop()
     assert rec.calls == [1, 20]  # one call alone, then all ten waiting requests together
-    assert results[0][0].tolist() == [2.0]
+    assert results[0].outputs[0].tolist() == [2.0]
     for i, res in enumerate(results[1:], start=2):
-        assert res[0].tolist() == [2.0 * i, 2.0 * i]  # each caller gets its own rows back
+        assert res.outputs[0].tolist() == [2.0 * i, 2.0 * i]  # each caller gets its own rows back
 
 
 async def test_batches_respect_max_rows_and_keep_incompatible_jobs_apart() -> None:
@@ -88,7 +88,7 @@ async def test_one_bad_request_does_not_fail_its_neighbours() -> None:
         bad = asyncio.create_task(b.submit(np.array([[np.nan]]), ("predict",)))
         await asyncio.sleep(0)
         rec.release.set()
-        assert (await good)[0].tolist() == [6.0]
+        assert (await good).outputs[0].tolist() == [6.0]
         with pytest.raises(ValueError, match="NaN in batch"):
             await bad
         await first

@@ -12,9 +12,9 @@ from modeldeploy_server.codec import (
     decode_v2,
     encode_json,
     records_to_array,
-    v2_datatype,
     v2_tensor,
 )
+from modeldeploy_server.datatypes import v2_datatype
 from modeldeploy_server.errors import InvalidInputError
 
 
@@ -131,7 +131,8 @@ class TestV2:
             ({"inputs": [tensor(data=["a", "b", "c", "d"])]}, "can't be read as FP32"),
             ({"inputs": [tensor(shape=[-1, 2])]}, "non-negative integers"),
             ({"inputs": [{"name": "x", "shape": [1]}]}, 'field "datatype" is required'),
-            ({"inputs": [tensor()], "outputs": [{"name": "logits"}]}, "'logits' is unknown"),
+            ({"inputs": [tensor()], "outputs": [{"name": 3}]}, "outputs.0. must be an object"),
+            ({"inputs": [tensor()], "outputs": ["output-0"]}, 'with a string "name"'),
             ({"inputs": [tensor()], "outputs": {"name": "x"}}, '"outputs" must be a list'),
         ],
     )

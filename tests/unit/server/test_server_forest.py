@@ -13,9 +13,9 @@ from typing import Any
 import joblib
 import numpy as np
 import pytest
-from modeldeploy_server import forest as forest_mod
-from modeldeploy_server.forest import ForestPredictor, compile_forest, verify
-from modeldeploy_server.model import load_model
+from modeldeploy_server.runtime import forest as forest_mod
+from modeldeploy_server.runtime.forest import ForestPredictor, compile_forest, verify
+from modeldeploy_server.runtime.sklearn import load_sklearn_runtime
 from sklearn.datasets import make_classification, make_regression
 from sklearn.ensemble import (
     ExtraTreesClassifier,
@@ -251,21 +251,26 @@ def test_probe_rows_reach_many_leaves() -> None:
     assert len(leaves) >= n_leaves // 2
 
 
-def test_load_model_uses_it_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_the_runtime_uses_it_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     est, _predictor, x = _forest()
     path = tmp_path / "forest.joblib"
     joblib.dump(est, path)
-    with caplog.at_level(logging.INFO, logger="modeldeploy_server.model"):
-        model = load_model(path, "sklearn")
-    assert model.forest is not None
-    assert model.predict_path == "forest fast path: RandomForestClassifier (10 trees)"
+    with caplog.at_level(logging.INFO, logger="modeldeploy_server.runtime.sklearn"):
+        runtime = load_sklearn_runtime(path, "sklearn")
+    assert runtime.forest is not None
+    assert runtime.predict_path == "forest fast path: RandomForestClassifier (10 trees)"
+    assert runtime.info.predict_path == runtime.predict_path
     assert "checked against the estimator's own predict" in caplog.text
-    np.testing.assert_array_equal(model.forest.predict(x), est.predict(x))
-    assert load_model(path, "sklearn", fast_forest=False).forest is None
-    assert load_model(path, "sklearn", fast_forest=False).predict_path == "estimator"
+    np.testing.assert_array_equal(runtime.forest.predict(x), est.predict(x))
+    # ... and the runtime's own predict goes through it, for both outputs.
+    (labels, proba) = runtime.predict(x, ("output-0", "probabilities"))
+    np.testing.assert_array_equal(labels, est.predict(x))
+    np.testing.assert_array_equal(proba, est.predict_proba(x))
+    assert load_sklearn_runtime(path, "sklearn", fast_forest=False).forest is None
+    assert load_sklearn_runtime(path, "sklearn", fast_forest=False).predict_path == "estimator"
 
 
-def test_load_model_falls_back_when_the_check_fails(
+def test_the_runtime_falls_back_when_the_check_fails(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A scikit-learn release that changed what a leaf holds can't be installed next to the pinned
@@ -274,10 +279,12 @@ def test_load_model_falls_back_when_the_check_fails(
     path = tmp_path / "forest.joblib"
     joblib.dump(est, path)
     monkeypatch.setattr(
-        "modeldeploy_server.model.verify", lambda *_: "predict differs on probe row 4: 1 vs 2"
+        "modeldeploy_server.runtime.sklearn.verify",
+        lambda *_: "predict differs on probe row 4: 1 vs 2",
     )
-    with caplog.at_level(logging.WARNING, logger="modeldeploy_server.model"):
-        model = load_model(path, "sklearn")
-    assert model.forest is None
+    with caplog.at_level(logging.WARNING, logger="modeldeploy_server.runtime.sklearn"):
+        runtime = load_sklearn_runtime(path, "sklearn")
+    assert runtime.forest is None
+    assert runtime.predict_path == "estimator"
     assert "not using the forest fast path" in caplog.text
     assert "probe row 4" in caplog.text

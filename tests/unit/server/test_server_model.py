@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import skops.io as sio
 from modeldeploy_server.errors import StartupError
-from modeldeploy_server.model import load_model
+from modeldeploy_server.runtime.sklearn_model import load_model
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline

@@ -11,18 +11,12 @@ from pathlib import Path
 import joblib
 import pytest
 from modeldeploy_server.errors import StartupError
-from modeldeploy_server.storage import (
-    StorageLocation,
-    choose_candidate,
-    explain,
-    extract_archive,
-    fetch,
-    is_transient,
-    parse_storage_uri,
-    redact_uri,
-    s3_options,
-    with_retries,
-)
+from modeldeploy_server.storage.archives import extract_archive
+from modeldeploy_server.storage.backends import s3_options
+from modeldeploy_server.storage.failures import classify, is_transient, with_retries
+from modeldeploy_server.storage.fetch import fetch
+from modeldeploy_server.storage.selection import choose_candidate
+from modeldeploy_server.storage.uri import StorageLocation, parse_storage_uri, redact_uri
 from sklearn.ensemble import RandomForestClassifier
 
 PVC = Path("/mnt/pvc")
@@ -249,16 +243,48 @@ def test_retries_give_up_after_the_budget() -> None:
 
 
 @pytest.mark.parametrize(
-    ("exc", "fragment"),
+    ("exc", "reason", "fragment"),
     [
         (
             FileNotFoundError("k"),
+            "artifact_missing",
             "model artifact not found at s3://b/k: check spec.model.storageUri",
         ),
-        (PermissionError("denied"), "access denied reading s3://b/k: check AWS_ACCESS_KEY_ID"),
-        (NoCredentialsError(), "no S3 credentials for s3://b/k"),
-        (ConnectionRefusedError("refused"), "could not download s3://b/k after retries"),
+        (StatusError(404), "artifact_missing", "model artifact not found at s3://b/k"),
+        (
+            PermissionError("denied"),
+            "access_denied",
+            "access denied reading s3://b/k: check AWS_ACCESS_KEY_ID",
+        ),
+        (StatusError(403), "access_denied", "access denied reading s3://b/k"),
+        (NoCredentialsError(), "no_credentials", "no S3 credentials for s3://b/k"),
+        (
+            ConnectionRefusedError("refused"),
+            "download_failed",
+            "could not download s3://b/k after retries",
+        ),
+        (ValueError("odd"), "download_failed", "could not fetch s3://b/k (ValueError: odd)"),
+        (
+            StartupError("the server's own sentence", reason="digest_mismatch"),
+            "digest_mismatch",
+            "the server's own sentence",
+        ),
     ],
 )
-def test_failure_sentences(exc: Exception, fragment: str) -> None:
-    assert fragment in explain(exc, StorageLocation("s3", "b/k", "s3://b/k"))
+def test_failure_reason_and_sentence(exc: Exception, reason: str, fragment: str) -> None:
+    failure = classify(exc, StorageLocation("s3", "b/k", "s3://b/k"))
+    assert failure.reason == reason
+    assert fragment in failure.message
+
+
+@pytest.mark.parametrize(
+    ("scheme", "hint"),
+    [
+        ("gs", "GOOGLE_APPLICATION_CREDENTIALS"),
+        ("http", "STORAGE_HTTP_HEADERS"),
+        ("file", "file permissions for uid 1000"),
+    ],
+)
+def test_access_denied_says_what_to_check_for_the_backend(scheme: str, hint: str) -> None:
+    loc = StorageLocation(scheme, "b/k", f"{scheme}://b/k")  # type: ignore[arg-type]
+    assert hint in classify(PermissionError(), loc).message

@@ -1,9 +1,12 @@
 """Load a scikit-learn model from a local file, once, and describe what it accepts.
 
-Loading is kept apart from downloading (storage.py) so this module never touches the network and
-can be tested on files alone. ``sklearn`` means joblib/pickle, which executes arbitrary code from
-the file: only use it for artifacts you trust. ``skops`` is the safe format; it refuses any type
-that is neither trusted by skops itself nor in our explicit allow-list, and says which.
+Loading is kept apart from downloading (the storage package) so this module never touches the
+network and can be tested on files alone; how the loaded estimator is served (validation, outputs,
+the forest fast path) is the runtime's business (runtime/sklearn.py), not the loader's.
+
+``sklearn`` means joblib/pickle, which executes arbitrary code from the file: only use it for
+artifacts you trust. ``skops`` is the safe format; it refuses any type that is neither trusted by
+skops itself nor in our explicit allow-list, and says which.
 """
 
 from __future__ import annotations
@@ -17,12 +20,9 @@ from typing import Any, Literal
 import numpy as np
 
 from modeldeploy_server.errors import StartupError
-from modeldeploy_server.forest import ForestPredictor, compile_forest, verify
+from modeldeploy_server.formats import SKOPS_SUFFIXES
 
 log = logging.getLogger(__name__)
-
-MODEL_SUFFIXES = (".joblib", ".pkl", ".pickle", ".skops")
-SKOPS_SUFFIXES = (".skops",)
 
 # Types skops does not trust on its own but which are plain scikit-learn/numpy internals holding
 # fitted state (found by dumping the common estimators). Anything else must be named by the user
@@ -52,7 +52,7 @@ SKOPS_ALLOWED_TYPES: frozenset[str] = frozenset(
 
 @dataclass(slots=True)
 class LoadedModel:
-    """The estimator plus the facts the DataPlane needs to validate input and describe it."""
+    """The estimator plus the facts the runtime needs to validate input and describe it."""
 
     estimator: Any
     path: Path
@@ -67,15 +67,6 @@ class LoadedModel:
     trained_sklearn_version: str | None
     version_warnings: list[str] = field(default_factory=list)
     load_seconds: float = 0.0
-    # Set when predictions come from forest.ForestPredictor instead of the estimator's methods.
-    forest: ForestPredictor | None = None
-
-    @property
-    def predict_path(self) -> str:
-        """How predictions are computed, for logs and the V2 model metadata."""
-        if self.forest is None:
-            return "estimator"
-        return f"forest fast path: {self.forest.description}"
 
     @property
     def is_classifier(self) -> bool:
@@ -145,7 +136,6 @@ def load_model(
     fmt: Literal["sklearn", "skops"],
     *,
     extra_trusted: tuple[str, ...] = (),
-    fast_forest: bool = True,
 ) -> LoadedModel:
     """Load ``path`` or raise StartupError with a sentence a person can act on."""
     import time
@@ -153,8 +143,8 @@ def load_model(
     import sklearn
 
     started = time.perf_counter()
-    use_skops = fmt == "skops" or path.suffix == ".skops"
-    if fmt == "skops" and path.suffix != ".skops":
+    use_skops = fmt == "skops" or path.suffix in SKOPS_SUFFIXES
+    if fmt == "skops" and path.suffix not in SKOPS_SUFFIXES:
         raise StartupError(
             f"format is skops but the artifact is {path.name}; upload a .skops file "
             "(skops.io.dump) or set spec.model.format: sklearn",
@@ -225,7 +215,6 @@ def load_model(
     n, names, classes, has_proba, allow_nan = _describe(est)
     if trained is None:
         trained = sklearn.__version__  # no warning: unpickling found the same version
-    forest = _checked_forest(est, path) if fast_forest else None
     return LoadedModel(
         estimator=est,
         path=path,
@@ -240,28 +229,4 @@ def load_model(
         trained_sklearn_version=trained,
         version_warnings=version_warnings,
         load_seconds=time.perf_counter() - started,
-        forest=forest,
     )
-
-
-def _checked_forest(est: Any, path: Path) -> ForestPredictor | None:
-    """The forest fast path for ``est`` if it has one and it matches the estimator exactly."""
-    predictor = compile_forest(est)
-    if predictor is None:
-        return None
-    try:
-        mismatch = verify(est, predictor)
-    except Exception as exc:  # the estimator's own predict failed on probe rows
-        mismatch = f"probing failed ({type(exc).__name__}: {exc})"
-    if mismatch is not None:
-        log.warning(
-            "%s: not using the forest fast path, it differs from scikit-learn's own predict "
-            "(%s); serving through the estimator",
-            path.name,
-            mismatch,
-        )
-        return None
-    log.info(
-        "%s: %s, checked against the estimator's own predict", path.name, predictor.description
-    )
-    return predictor

@@ -1,0 +1,249 @@
+"""The HTTP front door: one pure-ASGI app that serves inference itself and hands the rest on.
+
+``ServingApp`` is what uvicorn runs. It answers the inference routes (V1 ``:predict``, V2
+``/infer``) directly from ``INFERENCE_ROUTES``: read the body, decode it (codec.py), call the
+DataPlane, encode, send. That is the only implementation of those routes: FastAPI's route
+matching, dependency solving and exception middleware cost about 0.4 ms a request here, more than
+a small model's predict, so FastAPI (app.py) serves only the health, metadata, metrics and docs
+routes, and documents the inference routes from the same table. Around both, this module adds
+what every response needs: the X-Modeldeploy-Track and model-version headers, the body-size
+limit, and request metrics labelled by route template; inference answers also carry
+``Server-Timing`` with the predict time their result brought back.
+
+No web framework is imported here (import-linter): the hot path is plain ASGI.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from prometheus_client import Counter
+
+from modeldeploy_server.codec import decode_v1, decode_v2, encode_json, encode_v1, encode_v2
+from modeldeploy_server.dataplane import DataPlane
+from modeldeploy_server.errors import PayloadTooLargeError, ServerError
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+JSON = b"application/json"
+TRACK_HEADER = b"x-modeldeploy-track"
+VERSION_HEADER = b"x-modeldeploy-model-version"
+TIMING_HEADER = b"server-timing"
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceRoute:
+    """One inference route: its template (also the metrics label and the OpenAPI path)."""
+
+    template: str
+    protocol: Literal["v1", "v2"]
+    pattern: re.Pattern[str]
+    params: tuple[str, ...]
+
+
+def _route(template: str, protocol: Literal["v1", "v2"]) -> InferenceRoute:
+    # {param} matches one path segment, as Starlette's default convertor does for the other
+    # routes, anchored at both ends.
+    params = tuple(re.findall(r"\{(\w+)\}", template))
+    regex = re.escape(template)
+    for p in params:
+        regex = regex.replace(re.escape(f"{{{p}}}"), f"(?P<{p}>[^/]+)")
+    return InferenceRoute(template, protocol, re.compile(f"^{regex}$"), params)
+
+
+INFERENCE_ROUTES: tuple[InferenceRoute, ...] = (
+    _route("/v1/models/{name}:predict", "v1"),
+    _route("/v2/models/{name}/infer", "v2"),
+    _route("/v2/models/{name}/versions/{version}/infer", "v2"),
+)
+
+
+def error_body(message: str) -> bytes:
+    return encode_json({"error": message})
+
+
+def error_reply(errors: Counter, exc: Exception) -> tuple[int, bytes]:
+    """Status and body for an exception out of the DataPlane, counted in ``errors`` by reason.
+
+    Shared by the inference path and FastAPI's exception handlers, so both answer alike.
+    """
+    if isinstance(exc, ServerError):
+        errors.labels(exc.reason).inc()
+        return exc.status, error_body(exc.message)
+    errors.labels("internal").inc()
+    log.error("unhandled error", exc_info=exc)
+    return 500, error_body(f"internal error: {type(exc).__name__}")
+
+
+class _ClientGoneError(Exception):
+    """The client went away before its body arrived; there is no one to answer."""
+
+
+def _protocol(path: str) -> str:
+    if path.startswith("/v1/"):
+        return "v1"
+    if path.startswith("/v2"):
+        return "v2"
+    return "http"
+
+
+class ServingApp:
+    """Inference, the track headers, the body limit and request metrics; the rest to ``app``."""
+
+    def __init__(self, app: ASGIApp, *, dataplane: DataPlane, max_body_bytes: int) -> None:
+        self.app = app  # FastAPI: health, metadata, metrics, docs
+        self.dp = dataplane
+        self.max_body = max_body_bytes
+        self.routes = INFERENCE_ROUTES
+        self.extra_headers = [
+            (TRACK_HEADER, dataplane.info.track.encode("latin-1")),
+            (VERSION_HEADER, dataplane.info.version.encode("latin-1")),
+        ]
+        # (endpoint, protocol, status) -> bound metric children; labels() costs ~10 µs a call.
+        # Bounded: endpoints are route templates ("unmatched" otherwise), statuses a few codes.
+        self._observers: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def _record(self, endpoint: str, protocol: str, status: int, seconds: float) -> None:
+        key = (endpoint, protocol, status)
+        children = self._observers.get(key)
+        if children is None:
+            m = self.dp.metrics
+            children = (
+                m.requests.labels(endpoint, protocol, str(status)),
+                m.latency.labels(endpoint, protocol),
+            )
+            self._observers[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    async def _send_json(
+        self, send: Send, status: int, body: bytes, *headers: tuple[bytes, bytes]
+    ) -> int:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", JSON),
+                    (b"content-length", str(len(body)).encode()),
+                    *self.extra_headers,
+                    *headers,
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        return status
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        extra = self.extra_headers
+        limit = self.max_body
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            # Catches chunked bodies that carry no Content-Length.
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise PayloadTooLargeError(
+                        f"request body is over the {limit}-byte limit (MAX_BODY_BYTES); "
+                        "send fewer rows per request"
+                    )
+            return message
+
+        endpoint = protocol = ""
+        try:
+            for key, value in scope["headers"]:
+                if key == b"content-length":
+                    length = int(value) if value.isdigit() else 0
+                    if length > limit:
+                        status = await self._reject_413(send, length)
+                        return
+                    break
+            path = scope["path"]
+            for route in self.routes:
+                match = route.pattern.match(path)
+                if match is not None:
+                    endpoint, protocol = route.template, route.protocol
+                    if scope["method"] != "POST":
+                        self.dp.metrics.errors.labels("http_405").inc()
+                        status = await self._send_json(
+                            send, 405, error_body("Method Not Allowed"), (b"allow", b"POST")
+                        )
+                        return
+                    status = await self._infer(route, match.groupdict(), limited_receive, send)
+                    return
+            await self.app(scope, limited_receive, send_with_headers)
+        finally:
+            if not endpoint:
+                route_seen = scope.get("route")
+                endpoint = getattr(route_seen, "path", None) or "unmatched"
+                protocol = _protocol(scope["path"])
+            self._record(endpoint, protocol, status, time.perf_counter() - started)
+
+    async def _reject_413(self, send: Send, length: int) -> int:
+        self.dp.metrics.errors.labels(PayloadTooLargeError.reason).inc()
+        body = error_body(
+            f"request body is {length} bytes, over the {self.max_body}-byte limit "
+            "(MAX_BODY_BYTES); send fewer rows per request"
+        )
+        return await self._send_json(send, 413, body)
+
+    async def _infer(
+        self, route: InferenceRoute, params: dict[str, str], receive: Receive, send: Send
+    ) -> int:
+        """One V1 predict or V2 infer request: the only code that answers them."""
+        dp = self.dp
+        try:
+            chunks: list[bytes] = []
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _ClientGoneError
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+            body = b"".join(chunks)
+            name = params["name"]
+            version = params.get("version")
+            # 404/503 before the body is parsed: a request for a model that isn't there is
+            # answered as such whatever it carries.
+            dp.require_ready(name, version)
+            if route.protocol == "v1":
+                v1 = await dp.v1_predict(name, decode_v1(body))
+                payload, seconds = encode_v1(v1), v1.predict_seconds
+            else:
+                v2 = await dp.v2_infer(name, version, decode_v2(body))
+                payload, seconds = encode_v2(v2), v2.predict_seconds
+        except _ClientGoneError:
+            return 499  # nginx's "client closed request": counted, never sent
+        except Exception as exc:
+            status, error = error_reply(dp.metrics.errors, exc)
+            return await self._send_json(send, status, error)
+        timing = (TIMING_HEADER, f"predict;dur={seconds * 1000:.3f}".encode())
+        return await self._send_json(send, 200, payload, timing)
