@@ -36,6 +36,12 @@ LABEL_TRACK = f"{GROUP}/track"
 # On each pod template: a digest of the rest of the template, so status can tell the pods of the
 # current template from old ones still crash-looping on a model that was already replaced.
 ANNOTATION_TEMPLATE_HASH = f"{GROUP}/template-hash"
+# Cluster-scoped children (the auth ClusterRoleBinding) cannot carry an ownerReference to a
+# namespaced ModelDeployment; these say whose they are, so the operator can tell its own from a
+# stranger's and remove one whose ModelDeployment is gone.
+ANNOTATION_OWNER_UID = f"{GROUP}/owner-uid"
+LABEL_OWNER_NAMESPACE = f"{GROUP}/owner-namespace"
+LABEL_OWNER_NAME = f"{GROUP}/owner-name"
 MANAGED_BY = "modeldeploy-operator"
 COMPONENT = "predictor"
 
@@ -52,6 +58,9 @@ RESERVED_ENV = (
     "MODEL_VERSION",
     "TERMINATION_LOG",
     "GOOGLE_APPLICATION_CREDENTIALS",
+    "MODEL_NAMESPACE",
+    "AUTH_ENABLED",
+    "AUTH_CACHE_SECONDS",
 )
 
 # storageUri schemes the server can read (docs/architecture.md). pvc:// needs a claim and a path.
@@ -330,6 +339,154 @@ class ServerSpec(_Model):
     )
 
 
+# Gateway API names (RFC 1123 subdomain / label) and hostnames, as the Gateway API CRDs declare
+# them, so a typo is refused at admission rather than by the Gateway later.
+SECTION_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+PERCENT_OR_COUNT_PATTERN = r"^([0-9]+|[0-9]+%)$"
+INT_OR_PERCENT_SCHEMA: JsonDict = {
+    "anyOf": [{"type": "integer"}, {"type": "string"}],
+    "pattern": PERCENT_OR_COUNT_PATTERN,
+    "x-kubernetes-int-or-string": True,
+}
+
+
+class GatewayParentRef(_Model):
+    """A Gateway (and optionally one of its listeners) the HTTPRoute attaches to."""
+
+    name: str = Field(
+        description="Name of the Gateway.", pattern=DNS_SUBDOMAIN_PATTERN, max_length=253
+    )
+    namespace: str | None = Field(
+        None,
+        description="Namespace of the Gateway; defaults to the ModelDeployment's namespace.",
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        max_length=63,
+    )
+    section_name: str | None = Field(
+        None,
+        description="Listener of the Gateway to attach to; all listeners when omitted.",
+        pattern=SECTION_NAME_PATTERN,
+        max_length=253,
+    )
+
+
+class GatewayTrafficSpec(_Model):
+    """External access and exact weights through a Gateway API implementation."""
+
+    parent_refs: list[GatewayParentRef] = Field(
+        description=(
+            "Gateways the HTTPRoute <name> attaches to (Gateway API parentRefs). The route's "
+            "weights follow spec.canary.trafficPercent exactly; the request header "
+            "X-Modeldeploy-Track: stable|canary pins one track."
+        ),
+        min_length=1,
+        max_length=8,
+    )
+    hostnames: list[str] | None = Field(
+        None,
+        description=(
+            "Host names the route answers for; the first becomes status.url. Omit to match "
+            "every host the listener accepts."
+        ),
+        max_length=16,
+        json_schema_extra={
+            "items": {
+                "type": "string",
+                "pattern": HOSTNAME_PATTERN,
+                "maxLength": 253,
+                "description": "A host name, e.g. iris.example.com or *.models.example.com.",
+            }
+        },
+    )
+
+
+class TrafficSpec(_Model):
+    """How traffic reaches the tracks beyond the in-cluster Service."""
+
+    gateway: GatewayTrafficSpec | None = Field(
+        None,
+        description=(
+            "Route external traffic through a Gateway API Gateway with an HTTPRoute named like "
+            "the ModelDeployment (needs the Gateway API CRDs and an implementation in the "
+            "cluster). Without it the Service <name> splits traffic by ready pods."
+        ),
+    )
+
+
+class DisruptionBudgetSpec(_Model):
+    """The PodDisruptionBudget of each track (node drains, cluster upgrades)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_validations(
+            _cel(
+                "!(has(self.minAvailable) && has(self.maxUnavailable))",
+                "spec.disruptionBudget takes minAvailable or maxUnavailable, not both",
+            )
+        )
+    )
+
+    enabled: bool = Field(
+        True, description="false: no PodDisruptionBudget for this ModelDeployment."
+    )
+    max_unavailable: int | str | None = Field(
+        None,
+        description=(
+            "Pods of a track a voluntary disruption may take at once (count or percent). "
+            "Default when neither field is set: 1."
+        ),
+        json_schema_extra=INT_OR_PERCENT_SCHEMA,
+    )
+    min_available: int | str | None = Field(
+        None,
+        description=(
+            "Pods of a track that must stay available during a voluntary disruption (count or "
+            "percent); instead of maxUnavailable. A value equal to the track's replicas blocks "
+            "node drains."
+        ),
+        json_schema_extra=INT_OR_PERCENT_SCHEMA,
+    )
+
+
+class TopologySpread(_Model):
+    """One topology spread constraint; the operator adds the track's own label selector."""
+
+    topology_key: str = Field(
+        description="Node label to spread over, e.g. topology.kubernetes.io/zone.",
+        pattern=r"^[^\s]+$",
+        max_length=317,
+    )
+    max_skew: int = Field(1, ge=1, le=1000, description="Largest allowed difference in pods.")
+    when_unsatisfiable: Literal["ScheduleAnyway", "DoNotSchedule"] = Field(
+        "ScheduleAnyway",
+        description="ScheduleAnyway prefers spreading; DoNotSchedule requires it.",
+    )
+
+
+class AuthSpec(_Model):
+    """Who may call the model: Kubernetes identities and RBAC, checked by the server."""
+
+    enabled: bool = Field(
+        True,
+        description=(
+            "Require a bearer token on every inference and metadata request. The server has the "
+            "API server validate it (TokenReview) and authorize it (SubjectAccessReview for verb "
+            "`create` on `modeldeployments/predict` of this ModelDeployment); a Role granting "
+            "that is what lets a ServiceAccount or user call the model. 401 without a valid "
+            "token, 403 when not allowed. /healthz, /ready, /v2/health/* and /metrics stay open."
+        ),
+    )
+    cache_seconds: int = Field(
+        10,
+        ge=0,
+        le=300,
+        description=(
+            "How long the server remembers a token's review (allowed or denied), so the hot path "
+            "makes no API call; a revoked permission takes effect within this time."
+        ),
+    )
+
+
 class ModelDeploymentSpec(_Model):
     """The desired state: one model served by a Deployment per track, a Service and an HPA."""
 
@@ -380,6 +537,36 @@ class ModelDeploymentSpec(_Model):
     )
     server: ServerSpec | None = Field(
         None, description="Overrides for the model server container (image, pull policy, env)."
+    )
+    auth: AuthSpec | None = Field(
+        None,
+        description=(
+            "Access control on predictions (off when omitted). The operator gives the server "
+            "pods a ServiceAccount allowed to create exactly TokenReviews and "
+            "SubjectAccessReviews."
+        ),
+    )
+    traffic: TrafficSpec | None = Field(
+        None,
+        description="External access and exact traffic weights (Gateway API); optional.",
+    )
+    disruption_budget: DisruptionBudgetSpec | None = Field(
+        None,
+        description=(
+            "The PodDisruptionBudget the operator keeps per track (default: maxUnavailable 1, "
+            "so a node drain takes one pod of a track at a time and waits while one is not "
+            "ready)."
+        ),
+    )
+    topology_spread: list[TopologySpread] | None = Field(
+        None,
+        description=(
+            "Topology spread constraints of each track's pods. Default: spread over "
+            "topology.kubernetes.io/zone and kubernetes.io/hostname with maxSkew 1 and "
+            "ScheduleAnyway. Setting the list replaces the default; an empty list turns "
+            "spreading off."
+        ),
+        max_length=8,
     )
 
 
@@ -439,6 +626,13 @@ class ModelDeploymentStatus(_Model):
         None, ge=0, description="metadata.generation the operator last reconciled."
     )
     url: str | None = Field(
+        None,
+        description=(
+            "Where clients reach the model: the external URL (http://<first hostname>) with "
+            "spec.traffic.gateway, else the in-cluster URL of the Service over both tracks."
+        ),
+    )
+    address: str | None = Field(
         None, description="In-cluster URL of the Service over both tracks (port 80)."
     )
     replicas: int | None = Field(

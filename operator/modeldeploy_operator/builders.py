@@ -16,6 +16,7 @@ import json
 from typing import Any
 
 from modeldeploy_operator.api import (
+    ANNOTATION_OWNER_UID,
     ANNOTATION_TEMPLATE_HASH,
     API_VERSION,
     COMPONENT,
@@ -24,9 +25,12 @@ from modeldeploy_operator.api import (
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
     LABEL_NAME,
+    LABEL_OWNER_NAME,
+    LABEL_OWNER_NAMESPACE,
     LABEL_TRACK,
     MANAGED_BY,
     ModelDeployment,
+    TopologySpread,
 )
 from modeldeploy_operator.settings import OperatorSettings
 from modeldeploy_operator.tracks import (
@@ -121,7 +125,14 @@ def _env(md: ModelDeployment, track: Track) -> list[dict[str, Any]]:
         {"name": "MODELDEPLOY_TRACK", "value": track.name},
         {"name": "MODEL_VERSION", "value": track.model_version},
         {"name": "TERMINATION_LOG", "value": TERMINATION_LOG},
+        {"name": "MODEL_NAMESPACE", "value": md.namespace},
     ]
+    auth = md.spec.auth
+    if auth is not None and auth.enabled:
+        env += [
+            {"name": "AUTH_ENABLED", "value": "true"},
+            {"name": "AUTH_CACHE_SECONDS", "value": str(auth.cache_seconds)},
+        ]
     creds = md.spec.credentials
     if uri.startswith("gs://") and creds is not None and creds.secret_name:
         env.append({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{GCS_DIR}/{GCS_KEY}"})
@@ -251,8 +262,9 @@ def deployment(md: ModelDeployment, track: Track, settings: OperatorSettings) ->
     pod_spec: dict[str, Any] = {
         "containers": [container],
         "volumes": volumes,
-        # The server never talks to the API server; a mounted token would only be attack surface.
-        "automountServiceAccountToken": False,
+        # Without spec.auth the server never talks to the API server, and a mounted token would
+        # only be attack surface; with it, the token is what its reviews authenticate with.
+        "automountServiceAccountToken": auth_enabled(md),
         # Service links inject <SVC>_PORT-style variables of every Service in the namespace into a
         # server configured purely by env: noise at best, a collision at worst.
         "enableServiceLinks": False,
@@ -265,8 +277,12 @@ def deployment(md: ModelDeployment, track: Track, settings: OperatorSettings) ->
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
-    if creds is not None and creds.service_account_name:
-        pod_spec["serviceAccountName"] = creds.service_account_name
+    account = server_service_account(md)
+    if account:
+        pod_spec["serviceAccountName"] = account
+    spread = topology_spread(md, track.name)
+    if spread:
+        pod_spec["topologySpreadConstraints"] = spread
 
     template: Manifest = {
         "metadata": {
@@ -320,6 +336,186 @@ def service(md: ModelDeployment, track: str | None) -> Manifest:
     }
 
 
+DEFAULT_SPREAD = (
+    TopologySpread(topology_key="topology.kubernetes.io/zone"),
+    TopologySpread(topology_key="kubernetes.io/hostname"),
+)
+
+
+def topology_spread(md: ModelDeployment, track: str) -> list[Manifest]:
+    """Spread each track's pods over zones and nodes, preferring (not requiring) it, so one node
+    or zone going away never takes every replica; counted per rollout revision, so a rolling
+    update's new pods spread among themselves too."""
+    wanted = DEFAULT_SPREAD if md.spec.topology_spread is None else md.spec.topology_spread
+    return [
+        {
+            "maxSkew": s.max_skew,
+            "topologyKey": s.topology_key,
+            "whenUnsatisfiable": s.when_unsatisfiable,
+            "labelSelector": {"matchLabels": selector_labels(md.name, track)},
+            "matchLabelKeys": ["pod-template-hash"],
+        }
+        for s in wanted
+    ]
+
+
+def pod_disruption_budget(md: ModelDeployment, track: Track) -> Manifest | None:
+    """PodDisruptionBudget ``<name>-<track>``: a drain evicts one pod of a track at a time by
+    default and waits while one of its pods is not ready. Pods that never became ready may always
+    be evicted (a crash-looping model must not block a node drain)."""
+    budget = md.spec.disruption_budget
+    if budget is not None and not budget.enabled:
+        return None
+    if budget is not None and budget.min_available is not None:
+        limit: Manifest = {"minAvailable": budget.min_available}
+    else:
+        limit = {"maxUnavailable": 1 if budget is None else budget.max_unavailable or 1}
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(md, track.deployment, track.name),
+        "spec": {
+            **limit,
+            "selector": {"matchLabels": selector_labels(md.name, track.name)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+TRACK_HEADER = "X-Modeldeploy-Track"
+
+
+def route_weights(tracks: TrackPlan, ready_tracks: frozenset[str]) -> dict[str, int]:
+    """Exact weights of the default rule: the spec's percent per track, but a track without a
+    ready pod gets 0 and its share goes to stable (a weight on nothing would fail requests)."""
+    weights = {t.name: t.requested_percent for t in tracks.active}
+    for t in tracks.active:
+        if t.name != STABLE and t.name not in ready_tracks:
+            weights[STABLE] += weights[t.name]
+            weights[t.name] = 0
+    return weights
+
+
+def httproute(md: ModelDeployment, tracks: TrackPlan, ready_tracks: frozenset[str]) -> Manifest:
+    """HTTPRoute ``<name>``: one rule per track pinned by the X-Modeldeploy-Track request header
+    (header matches win over the plain path match), then the weighted split."""
+    gateway = md.spec.traffic.gateway if md.spec.traffic else None
+    if gateway is None:
+        raise ValueError("no HTTPRoute without spec.traffic.gateway")
+    root = {"type": "PathPrefix", "value": "/"}
+
+    def backend(track: str, weight: int) -> Manifest:
+        name = service_name(md.name, track)
+        return {
+            "group": "",
+            "kind": "Service",
+            "name": name,
+            "port": SERVICE_PORT,
+            "weight": weight,
+        }
+
+    pinned = [
+        {
+            "matches": [
+                {
+                    "path": root,
+                    "headers": [{"type": "Exact", "name": TRACK_HEADER, "value": t.name}],
+                }
+            ],
+            "backendRefs": [backend(t.name, 1)],
+        }
+        for t in reversed(tracks.active)
+    ]
+    weights = route_weights(tracks, ready_tracks)
+    split = {
+        "matches": [{"path": root}],
+        "backendRefs": [backend(t.name, weights[t.name]) for t in tracks.active],
+    }
+    spec: Manifest = {
+        "parentRefs": [
+            {
+                "group": GATEWAY_GROUP,
+                "kind": "Gateway",
+                "name": ref.name,
+                "namespace": ref.namespace or md.namespace,
+                **({"sectionName": ref.section_name} if ref.section_name else {}),
+            }
+            for ref in gateway.parent_refs
+        ],
+        "rules": [*pinned, split],
+    }
+    if gateway.hostnames:
+        spec["hostnames"] = list(gateway.hostnames)
+    return {
+        "apiVersion": f"{GATEWAY_GROUP}/v1",
+        "kind": "HTTPRoute",
+        "metadata": _metadata(md, md.name, None),
+        "spec": spec,
+    }
+
+
+AUTH_CLUSTER_ROLE = "modeldeploy-server-auth"  # deploy/rbac.yaml: create tokenreviews + SARs
+
+
+def auth_enabled(md: ModelDeployment) -> bool:
+    return md.spec.auth is not None and md.spec.auth.enabled
+
+
+def own_service_account_name(md_name: str) -> str:
+    return f"{md_name}-server"
+
+
+def server_service_account(md: ModelDeployment) -> str | None:
+    """The server pods' ServiceAccount: the user's (workload identity), else the operator's own
+    when spec.auth needs one, else none (the namespace's default, with no token mounted)."""
+    creds = md.spec.credentials
+    if creds is not None and creds.service_account_name:
+        return creds.service_account_name
+    return own_service_account_name(md.name) if auth_enabled(md) else None
+
+
+def service_account(md: ModelDeployment) -> Manifest:
+    """ServiceAccount ``<name>-server``, which the auth ClusterRoleBinding names."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(md, own_service_account_name(md.name), None),
+    }
+
+
+def auth_binding_name(namespace: str, md_name: str) -> str:
+    return f"modeldeploy-auth.{namespace}.{md_name}"
+
+
+def auth_binding(md: ModelDeployment) -> Manifest:
+    """ClusterRoleBinding that lets the server pods' ServiceAccount create TokenReviews and
+    SubjectAccessReviews (both are cluster-scoped, so a RoleBinding cannot grant them). Being
+    cluster-scoped it cannot be owned by the ModelDeployment: the owner labels and uid say whose
+    it is, and the operator removes it once that ModelDeployment is gone (``plan.orphan_reason``).
+    """
+    account = server_service_account(md)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {
+            "name": auth_binding_name(md.namespace, md.name),
+            "labels": {
+                **labels(md.name),
+                LABEL_OWNER_NAMESPACE: md.namespace,
+                LABEL_OWNER_NAME: md.name,
+            },
+            "annotations": {ANNOTATION_OWNER_UID: md.uid},
+        },
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": AUTH_CLUSTER_ROLE,
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": md.namespace}],
+    }
+
+
 def hpa(md: ModelDeployment) -> Manifest:
     """HPA ``<name>`` scaling the ModelDeployment itself through its scale subresource."""
     auto = md.spec.autoscaling
@@ -350,9 +546,13 @@ def hpa(md: ModelDeployment) -> Manifest:
 
 
 def desired_children(
-    md: ModelDeployment, settings: OperatorSettings, tracks: TrackPlan | None = None
+    md: ModelDeployment,
+    settings: OperatorSettings,
+    tracks: TrackPlan | None = None,
+    ready_tracks: frozenset[str] = frozenset(),
 ) -> list[Manifest]:
-    """Every child the ModelDeployment should have right now, in apply order."""
+    """Every child the ModelDeployment should have right now, in apply order. ``ready_tracks``:
+    the tracks that have a ready pod (route weights go only to those)."""
     plan = tracks or plan_tracks(md)
     out: list[Manifest] = []
     for t in plan.active:
@@ -360,12 +560,22 @@ def desired_children(
         if t.name == STABLE:
             out.append(service(md, None))  # the Service over every track, right after stable's
         out.append(service(md, t.name))
+        pdb = pod_disruption_budget(md, t)
+        if pdb is not None:
+            out.append(pdb)
     if md.spec.autoscaling is not None:
         out.append(hpa(md))
+    if md.spec.traffic is not None and md.spec.traffic.gateway is not None:
+        out.append(httproute(md, plan, ready_tracks))
+    if auth_enabled(md):
+        creds = md.spec.credentials
+        if creds is None or not creds.service_account_name:
+            out.append(service_account(md))
+        out.append(auth_binding(md))
     return out
 
 
-def possible_children(md_name: str) -> list[tuple[str, str]]:
+def possible_children(md_name: str, namespace: str) -> list[tuple[str, str]]:
     """(kind, name) of every child the operator may ever create for a ModelDeployment: what to read
     before planning and what to delete when it is no longer desired."""
     out: list[tuple[str, str]] = []
@@ -374,5 +584,9 @@ def possible_children(md_name: str) -> list[tuple[str, str]]:
         if t == STABLE:
             out.append(("Service", service_name(md_name, None)))
         out.append(("Service", service_name(md_name, t)))
+        out.append(("PodDisruptionBudget", deployment_name(md_name, t)))
     out.append(("HorizontalPodAutoscaler", md_name))
+    out.append(("HTTPRoute", md_name))
+    out.append(("ServiceAccount", own_service_account_name(md_name)))
+    out.append(("ClusterRoleBinding", auth_binding_name(namespace, md_name)))
     return out

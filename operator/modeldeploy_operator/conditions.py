@@ -133,6 +133,27 @@ PROGRESS_DEADLINE_EXCEEDED: Final = _problem(
     "look at the pod problem listed first; fix and the rollout resumes",
     on="Degraded/Progressing `ProgressDeadlineExceeded`",
 )
+ROUTE_NOT_ACCEPTED: Final = _problem(
+    "RouteNotAccepted",
+    75,
+    "the Gateway named in `spec.traffic.gateway.parentRefs` did not accept the HTTPRoute (the "
+    "message quotes the Gateway); in-cluster traffic through the Service is unaffected",
+    "check the parentRef's name, namespace and sectionName, and the listener's allowedRoutes",
+)
+ROUTE_REFS_UNRESOLVED: Final = _problem(
+    "RouteRefsUnresolved",
+    76,
+    "the Gateway accepted the HTTPRoute but cannot resolve its backend Services (message quotes "
+    "it)",
+    "the operator's Services should exist: look for an ApplyFailed or ChildConflict first",
+)
+GATEWAY_API_MISSING: Final = _problem(
+    "GatewayAPIMissing",
+    80,
+    "`spec.traffic.gateway` is set but the cluster does not serve HTTPRoutes "
+    "(gateway.networking.k8s.io/v1); the Service still splits traffic by ready pods",
+    "install the Gateway API CRDs and an implementation, or remove `spec.traffic.gateway`",
+)
 INVALID_SPEC: Final = Reason(
     "InvalidSpec",
     "all `InvalidSpec`",
@@ -155,6 +176,9 @@ REASONS: Final = (
     REPLICA_FAILURE,
     APPLY_FAILED,
     CHILD_CONFLICT,
+    ROUTE_NOT_ACCEPTED,
+    ROUTE_REFS_UNRESOLVED,
+    GATEWAY_API_MISSING,
     INVALID_SPEC,
 )
 

@@ -29,12 +29,15 @@ from modeldeploy_operator.api import (
     KIND,
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
+    LABEL_OWNER_NAME,
+    LABEL_OWNER_NAMESPACE,
     MANAGED_BY,
     PLURAL,
     VERSION,
 )
 from modeldeploy_operator.errors import ApiError, ObjectGoneError
 from modeldeploy_operator.kube import Kube, load_api_client
+from modeldeploy_operator.plan import orphan_reason
 from modeldeploy_operator.reconcile import InvalidSpecError, reconcile
 from modeldeploy_operator.settings import OperatorSettings
 
@@ -117,6 +120,19 @@ class Runtime:
             raise outcome.retry
         self.last_success = time.time()
 
+    async def sweep(self, namespace: str, name: str, child: dict[str, Any]) -> bool:
+        """Deletes a cluster-scoped child whose ModelDeployment no longer wants it; True if so."""
+        owner = await asyncio.to_thread(self.kube.get_model_deployment, namespace, name)
+        why = orphan_reason(child, owner)
+        if why is None:
+            return False
+        meta = child.get("metadata") or {}
+        kind = str(child.get("kind") or "ClusterRoleBinding")
+        await asyncio.to_thread(self.kube.delete, kind, "", meta["name"], meta.get("uid"))
+        log.info("deleted %s %s: %s", kind, meta["name"], why)
+        self.writes += 1
+        return True
+
 
 def _temporary(e: ApiError) -> kopf.TemporaryError:
     # Conflicts clear up as soon as the other writer is done; other errors get a longer pause.
@@ -194,6 +210,10 @@ def make_registry(rt: Runtime) -> kopf.OperatorRegistry:
         await _guarded(rt, namespace or "", name, coalesce=True)
 
     @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS, registry=registry)
+    # Without the Gateway API CRDs kopf logs that httproutes cannot be served, and goes on.
+    @kopf.on.event(
+        "gateway.networking.k8s.io", "v1", "httproutes", labels=CHILD_LABELS, registry=registry
+    )
     @kopf.on.event(
         group="", version="v1", plural="services", labels=CHILD_LABELS, registry=registry
     )
@@ -201,6 +221,48 @@ def make_registry(rt: Runtime) -> kopf.OperatorRegistry:
         owner = _owner_name(body)
         if owner and namespace:
             await _kick(rt, namespace, owner)
+
+    def owner_of_cluster_child(body: kopf.Body) -> tuple[str, str] | None:
+        # Cluster-scoped children have no ownerReference: the owner labels say whose they are.
+        labels = body.get("metadata", {}).get("labels") or {}
+        namespace, owner = labels.get(LABEL_OWNER_NAMESPACE), labels.get(LABEL_OWNER_NAME)
+        return (namespace, owner) if namespace and owner else None
+
+    @kopf.on.event(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        labels=CHILD_LABELS,
+        registry=registry,
+    )
+    async def cluster_child_changed(body: kopf.Body, **_: Any) -> None:
+        owner = owner_of_cluster_child(body)
+        if owner is None:
+            return
+        try:
+            if not await rt.sweep(*owner, dict(body)):
+                await rt.run(*owner, coalesce=True)
+        except (ApiError, InvalidSpecError) as e:
+            log.warning("handling %s %s failed: %s", body.get("kind"), body["metadata"]["name"], e)
+
+    # Level-based clean-up: a binding whose ModelDeployment went while the operator was down (or
+    # whose delete event was missed) is found here, without a finalizer on the ModelDeployment.
+    @kopf.timer(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        id="orphans",
+        labels=CHILD_LABELS,
+        interval=rt.settings.resync_seconds,
+        registry=registry,
+    )
+    async def cluster_child_orphaned(body: kopf.Body, **_: Any) -> None:
+        owner = owner_of_cluster_child(body)
+        if owner is not None:
+            try:
+                await rt.sweep(*owner, dict(body))
+            except ApiError as e:
+                raise _temporary(e) from e
 
     @kopf.on.event(group="", version="v1", plural="pods", labels=CHILD_LABELS, registry=registry)
     async def pod_changed(body: kopf.Body, namespace: str | None, **_: Any) -> None:

@@ -32,6 +32,8 @@ Obj = dict[str, Any]
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = MANAGED_BY
+# Children served by CRDs (the Gateway API's): (group, version, plural), through CustomObjectsApi.
+CUSTOM_KINDS = {"HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes")}
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 
@@ -81,10 +83,12 @@ class Kube:
         self.apps = k8s.AppsV1Api(api_client)
         self.autoscaling = k8s.AutoscalingV2Api(api_client)
         self.custom = k8s.CustomObjectsApi(api_client)
+        self.policy = k8s.PolicyV1Api(api_client)
+        self.rbac = k8s.RbacAuthorizationV1Api(api_client)
         self.instance = os.environ.get("POD_NAME") or socket.gethostname()
 
     def _ops(self, kind: str) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
-        """(read, patch, delete) for a child kind."""
+        """(read, patch, delete) for a child kind, each called as (name, namespace, ...)."""
         if kind == "Deployment":
             return (
                 self.apps.read_namespaced_deployment,
@@ -103,6 +107,49 @@ class Kube:
                 self.autoscaling.patch_namespaced_horizontal_pod_autoscaler,
                 self.autoscaling.delete_namespaced_horizontal_pod_autoscaler,
             )
+        if kind == "PodDisruptionBudget":
+            return (
+                self.policy.read_namespaced_pod_disruption_budget,
+                self.policy.patch_namespaced_pod_disruption_budget,
+                self.policy.delete_namespaced_pod_disruption_budget,
+            )
+        if kind == "ServiceAccount":
+            return (
+                self.core.read_namespaced_service_account,
+                self.core.patch_namespaced_service_account,
+                self.core.delete_namespaced_service_account,
+            )
+        if kind == "ClusterRoleBinding":  # cluster-scoped: the namespace argument is dropped
+
+            def read_crb(name: str, _namespace: str, **kw: Any) -> Any:
+                return self.rbac.read_cluster_role_binding(name, **kw)
+
+            def patch_crb(name: str, _namespace: str | None, body: Obj, **kw: Any) -> Any:
+                return self.rbac.patch_cluster_role_binding(name, body, **kw)
+
+            def delete_crb(name: str, _namespace: str, **kw: Any) -> Any:
+                return self.rbac.delete_cluster_role_binding(name, **kw)
+
+            return read_crb, patch_crb, delete_crb
+        if kind in CUSTOM_KINDS:
+            group, version, plural = CUSTOM_KINDS[kind]
+
+            def read(name: str, namespace: str, **kw: Any) -> Any:
+                return self.custom.get_namespaced_custom_object(
+                    group, version, namespace, plural, name, **kw
+                )
+
+            def patch(name: str, namespace: str, body: Obj, **kw: Any) -> Any:
+                return self.custom.patch_namespaced_custom_object(
+                    group, version, namespace, plural, name, body, **kw
+                )
+
+            def delete(name: str, namespace: str, **kw: Any) -> Any:
+                return self.custom.delete_namespaced_custom_object(
+                    group, version, namespace, plural, name, **kw
+                )
+
+            return read, patch, delete
         raise ValueError(f"not a child kind: {kind}")
 
     # -- reconcile.Cluster
@@ -122,7 +169,7 @@ class Kube:
         obj: Obj = _call(
             patch,
             meta["name"],
-            meta["namespace"],
+            meta.get("namespace"),
             manifest,
             field_manager=FIELD_MANAGER,
             force=True,

@@ -24,7 +24,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from modeldeploy_operator.api import GROUP
+from modeldeploy_operator.api import (
+    ANNOTATION_OWNER_UID,
+    GROUP,
+    LABEL_OWNER_NAME,
+    LABEL_OWNER_NAMESPACE,
+)
 
 HASH_ANNOTATION = f"{GROUP}/applied-hash"
 
@@ -124,8 +129,28 @@ def differences(desired: Any, live: Any, path: str = "") -> list[str]:
 
 
 def controlled_by(obj: Manifest, owner_uid: str) -> bool:
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return any(r.get("controller") and r.get("uid") == owner_uid for r in refs)
+    """By controller ownerReference, or for a cluster-scoped child by the owner-uid annotation."""
+    meta = obj.get("metadata") or {}
+    refs = meta.get("ownerReferences") or []
+    if any(r.get("controller") and r.get("uid") == owner_uid for r in refs):
+        return True
+    return bool((meta.get("annotations") or {}).get(ANNOTATION_OWNER_UID) == owner_uid)
+
+
+def orphan_reason(child: Manifest, owner: Manifest | None) -> str | None:
+    """Why a cluster-scoped child (found by its owner labels) must go, or None to keep it: its
+    ModelDeployment is gone, is another object of the same name, or no longer wants it."""
+    meta = child.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    who = f"{labels.get(LABEL_OWNER_NAMESPACE)}/{labels.get(LABEL_OWNER_NAME)}"
+    if owner is None or (owner.get("metadata") or {}).get("deletionTimestamp"):
+        return f"ModelDeployment {who} is gone"
+    if not controlled_by(child, str((owner.get("metadata") or {}).get("uid"))):
+        return f"ModelDeployment {who} was re-created (another uid)"
+    auth = (owner.get("spec") or {}).get("auth")
+    if not isinstance(auth, dict) or auth.get("enabled") is False:
+        return f"ModelDeployment {who} no longer has spec.auth"
+    return None
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from modeldeploy_operator import conditions as c
 from modeldeploy_operator.api import LABEL_TRACK, ModelDeployment
 from modeldeploy_operator.errors import ApiError, ObjectGoneError
 from modeldeploy_operator.settings import OperatorSettings
-from modeldeploy_operator.tracks import deployment_name, plan_tracks
+from modeldeploy_operator.tracks import TrackPlan, deployment_name, plan_tracks
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -79,6 +79,16 @@ def _invalid_status(body: Obj, err: ValidationError, previous: Obj, now: str) ->
     }
 
 
+def _ready_tracks(observed: dict[plan.Key, Obj | None], tracks: TrackPlan) -> frozenset[str]:
+    """Tracks whose live Deployment has a ready pod: only those may get route weight."""
+    ready = set()
+    for t in tracks.active:
+        dep = observed.get(("Deployment", t.deployment)) or {}
+        if int((dep.get("status") or {}).get("readyReplicas") or 0) > 0:
+            ready.add(t.name)
+    return frozenset(ready)
+
+
 def reconcile(
     cluster: Cluster, body: Obj, settings: OperatorSettings, now: str | None = None
 ) -> Outcome:
@@ -97,13 +107,16 @@ def reconcile(
 
     ns = md.namespace
     tracks = plan_tracks(md)
-    desired_children = builders.desired_children(md, settings, tracks)
     observed: dict[plan.Key, Obj | None] = {}
-    for kind, name in builders.possible_children(md.name):
+    for kind, name in builders.possible_children(md.name, ns):
         observed[(kind, name)] = cluster.get(kind, ns, name)
+    desired_children = builders.desired_children(
+        md, settings, tracks, _ready_tracks(observed, tracks)
+    )
 
     the_plan = plan.plan(desired_children, observed, md.uid)
     errors: list[str] = []
+    route_api_missing = False
     for action in the_plan.actions:
         what = f"{action.kind} {action.name}"
         try:
@@ -121,6 +134,9 @@ def reconcile(
         except ApiError as e:
             if e.namespace_terminating:
                 raise ObjectGoneError(f"namespace {ns} is being deleted") from e
+            if action.kind == "HTTPRoute" and e.status == 404:
+                route_api_missing = True  # no such resource: the Gateway API CRDs are missing
+                continue
             if e.retryable:
                 out.retry = out.retry or e
                 log.warning("%s %s failed, will retry: %s", action.verb, what, e)
@@ -145,6 +161,8 @@ def reconcile(
         write_errors=errors,
         conflicts=the_plan.conflicts,
         leftover_tracks=leftover,
+        route=observed.get(("HTTPRoute", md.name)),
+        route_api_missing=route_api_missing,
     )
     desired_status = status.compute_status(
         md, obs, live_status, now, settings.cluster_domain, tracks

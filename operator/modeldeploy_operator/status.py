@@ -64,6 +64,8 @@ class Observed:
     write_errors: list[str] = field(default_factory=list)  # apply/delete rejected by the API
     conflicts: list[str] = field(default_factory=list)  # children owned by someone else
     leftover_tracks: list[str] = field(default_factory=list)  # tracks being removed
+    route: Obj | None = None  # the live HTTPRoute, with spec.traffic.gateway
+    route_api_missing: bool = False  # applying the HTTPRoute found no such resource
 
 
 @dataclass(frozen=True)
@@ -253,6 +255,51 @@ def deployment_problems(track: str, dep: Obj | None) -> list[Problem]:
     return out
 
 
+def route_problems(md: ModelDeployment, route: Obj | None, api_missing: bool) -> list[Problem]:
+    """What the Gateway said about the HTTPRoute, in its own words (its parents' Accepted and
+    ResolvedRefs conditions for the route's current generation)."""
+    if md.spec.traffic is None or md.spec.traffic.gateway is None:
+        return []
+    if api_missing:
+        return [
+            Problem(
+                c.GATEWAY_API_MISSING,
+                "spec.traffic.gateway is set but this cluster does not serve HTTPRoutes "
+                "(gateway.networking.k8s.io/v1): install the Gateway API CRDs and a Gateway "
+                f"implementation, or remove spec.traffic.gateway; the Service {md.name} still "
+                "splits traffic by ready pods",
+            )
+        ]
+    generation = int(_get(route, "metadata", "generation", default=0))
+    out: list[Problem] = []
+    for parent in _get(route, "status", "parents", default=[]):
+        ref = parent.get("parentRef") or {}
+        where = f"Gateway {ref.get('namespace', md.namespace)}/{ref.get('name', '?')}"
+        if ref.get("sectionName"):
+            where += f" (listener {ref['sectionName']})"
+        for cond in parent.get("conditions") or []:
+            stale = int(cond.get("observedGeneration") or generation) < generation
+            if cond.get("status") != "False" or stale:
+                continue
+            said = f"{cond.get('reason', '')}: {(cond.get('message') or '').strip()}".strip(": ")
+            if cond.get("type") == "Accepted":
+                out.append(
+                    Problem(
+                        c.ROUTE_NOT_ACCEPTED,
+                        f"{where} did not accept HTTPRoute {md.name}: {said} (check "
+                        "spec.traffic.gateway.parentRefs; in-cluster traffic is unaffected)",
+                    )
+                )
+            elif cond.get("type") == "ResolvedRefs":
+                out.append(
+                    Problem(
+                        c.ROUTE_REFS_UNRESOLVED,
+                        f"{where} cannot resolve the backends of HTTPRoute {md.name}: {said}",
+                    )
+                )
+    return out
+
+
 def condition(
     ctype: str,
     status: bool,
@@ -306,6 +353,7 @@ def compute_status(
     problems += pod_problems(observed.pods, observed.deployments)
     for t in plan.active:
         problems += deployment_problems(t.name, observed.deployments.get(t.name))
+    problems += route_problems(md, observed.route, observed.route_api_missing)
     problems.sort(key=lambda p: p.rank)
 
     waiting = [s.progress for s in states if not s.rolled_out]
@@ -363,7 +411,8 @@ def compute_status(
 
     status: Obj = {
         "observedGeneration": gen,
-        "url": service_url(md, cluster_domain),
+        "url": external_url(md) or service_url(md, cluster_domain),
+        "address": service_url(md, cluster_domain),
         "replicas": replicas_total,
         "readyReplicas": ready_total,
         "replicaCounts": f"{ready_total}/{replicas_total}",
@@ -373,6 +422,14 @@ def compute_status(
     for s in states:
         status[s.track.name] = block(s)
     return status
+
+
+def external_url(md: ModelDeployment) -> str | None:
+    """http://<first exact hostname> when a Gateway route with host names carries the traffic
+    (a wildcard names no host a client could call)."""
+    gateway = md.spec.traffic.gateway if md.spec.traffic else None
+    exact = [h for h in (gateway.hostnames or []) if not h.startswith("*")] if gateway else []
+    return f"http://{exact[0]}" if exact else None
 
 
 def status_patch(live: Obj, desired: Obj) -> Obj | None:

@@ -19,6 +19,9 @@ ALLOWED = [
     ("delete", "deployments.apps"),
     ("create", "services"),
     ("create", "horizontalpodautoscalers.autoscaling"),
+    ("patch", "poddisruptionbudgets.policy"),
+    ("patch", "httproutes.gateway.networking.k8s.io"),
+    ("watch", "httproutes.gateway.networking.k8s.io"),
     ("watch", "pods"),
     ("create", "events"),
 ]
@@ -35,6 +38,7 @@ DENIED = [
     ("create", "rolebindings.rbac.authorization.k8s.io"),
     ("patch", "nodes"),
     ("delete", "modeldeployments.modeldeploy.io"),
+    ("patch", "gateways.gateway.networking.k8s.io"),
     ("create", "serviceaccounts/token"),
     ("update", "customresourcedefinitions.apiextensions.k8s.io"),
 ]

@@ -28,6 +28,7 @@ OWNER = [
     }
 ]
 SHA = "a" * 64
+SELECTOR = {"app.kubernetes.io/name": "iris", "app.kubernetes.io/instance": "iris"}
 
 
 def _dep(md: ModelDeployment, track: str, settings: OperatorSettings) -> dict[str, Any]:
@@ -92,6 +93,7 @@ def golden_stable_deployment() -> dict[str, Any]:
                                 {"name": "MODELDEPLOY_TRACK", "value": "stable"},
                                 {"name": "MODEL_VERSION", "value": "aaaaaaaaaaaa"},
                                 {"name": "TERMINATION_LOG", "value": "/dev/termination-log"},
+                                {"name": "MODEL_NAMESPACE", "value": "default"},
                             ],
                             "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}},
                             "startupProbe": {
@@ -145,6 +147,18 @@ def golden_stable_deployment() -> dict[str, Any]:
                         "fsGroup": 1000,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
+                    "topologySpreadConstraints": [
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": key,
+                            "whenUnsatisfiable": "ScheduleAnyway",
+                            "labelSelector": {
+                                "matchLabels": {**SELECTOR, "modeldeploy.io/track": "stable"}
+                            },
+                            "matchLabelKeys": ["pod-template-hash"],
+                        }
+                        for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+                    ],
                 },
             },
         },
@@ -199,6 +213,8 @@ def test_canary_deployment_differs_only_in_track_model_and_replicas(
     expected["spec"]["replicas"] = 1
     expected["spec"]["selector"]["matchLabels"]["modeldeploy.io/track"] = "canary"
     expected["spec"]["template"]["metadata"]["labels"] = track
+    for spread in expected["spec"]["template"]["spec"]["topologySpreadConstraints"]:
+        spread["labelSelector"]["matchLabels"]["modeldeploy.io/track"] = "canary"
     env = expected["spec"]["template"]["spec"]["containers"][0]["env"]
     values = {
         "STORAGE_URI": "gs://models/iris/v2/model.skops",
@@ -380,19 +396,37 @@ def test_desired_children_follow_the_spec(settings: OperatorSettings) -> None:
             for m in builders.desired_children(make_md(**spec), settings)
         ]
 
-    assert names() == ["Deployment/iris-stable", "Service/iris", "Service/iris-stable"]
+    assert names() == [
+        "Deployment/iris-stable",
+        "Service/iris",
+        "Service/iris-stable",
+        "PodDisruptionBudget/iris-stable",
+    ]
+    assert "PodDisruptionBudget/iris-stable" not in names(disruptionBudget={"enabled": False})
     full = names(
-        canary={"storageUri": "s3://m/v2", "trafficPercent": 10}, autoscaling={"maxReplicas": 4}
+        canary={"storageUri": "s3://m/v2", "trafficPercent": 10},
+        autoscaling={"maxReplicas": 4},
+        traffic={"gateway": {"parentRefs": [{"name": "gw"}]}},
     )
     assert full == [
         "Deployment/iris-stable",
         "Service/iris",
         "Service/iris-stable",
+        "PodDisruptionBudget/iris-stable",
         "Deployment/iris-canary",
         "Service/iris-canary",
+        "PodDisruptionBudget/iris-canary",
         "HorizontalPodAutoscaler/iris",
+        "HTTPRoute/iris",
     ]
-    assert set(full) == {f"{k}/{n}" for k, n in builders.possible_children("iris")}
+    possible = {f"{k}/{n}" for k, n in builders.possible_children("iris", "default")}
+    assert set(full) <= possible
+    with_auth = names(auth={}, canary={"storageUri": "s3://m/v2", "trafficPercent": 10})
+    assert with_auth[-2:] == [
+        "ServiceAccount/iris-server",
+        "ClusterRoleBinding/modeldeploy-auth.default.iris",
+    ]
+    assert set(full) | set(with_auth) == possible
 
 
 def test_replicas_are_split_between_the_tracks(settings: OperatorSettings) -> None:

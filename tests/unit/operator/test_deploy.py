@@ -17,8 +17,13 @@ def load(name: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all((DEPLOY / name).read_text()) if d]
 
 
-def by_kind(kind: str) -> dict[str, Any]:
-    found = [d for p in sorted(DEPLOY.glob("*.yaml")) for d in load(p.name) if d["kind"] == kind]
+def by_kind(kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [
+        d
+        for p in sorted(DEPLOY.glob("*.yaml"))
+        for d in load(p.name)
+        if d["kind"] == kind and name in (None, d["metadata"]["name"])
+    ]
     assert len(found) == 1, (kind, found)
     return found[0]
 
@@ -37,7 +42,15 @@ def test_cluster_role_is_the_rbac_table() -> None:
     test_crd_and_docs); here: what is installed is exactly the table, rule by rule."""
     expected = {(r.api_group, r.resource): set(r.verbs) for r in rbac.RULES}
     assert len(expected) == len(rbac.RULES)  # one row per (group, resource)
-    assert rules_of(by_kind("ClusterRole")) == expected
+    assert rules_of(by_kind("ClusterRole", rbac.ROLE)) == expected
+
+
+def test_server_pods_may_only_review_tokens() -> None:
+    role = by_kind("ClusterRole", rbac.AUTH_ROLE)
+    assert rules_of(role) == {
+        ("authentication.k8s.io", "tokenreviews"): {"create"},
+        ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
+    }
 
 
 def test_rbac_table_is_least_privilege() -> None:
@@ -49,7 +62,12 @@ def test_rbac_table_is_least_privilege() -> None:
         assert "*" not in (r.resource, r.api_group), r
         assert "update" not in r.verbs, r
         assert r.resource not in {"secrets", "pods/exec", "serviceaccounts/token"}, r
-        assert r.api_group != "rbac.authorization.k8s.io", r
+        if r.api_group == "rbac.authorization.k8s.io":
+            # only the auth bindings it owns, and bind on exactly the server's review role
+            assert r.resource in {"clusterrolebindings", "clusterroles"}, r
+            if r.resource == "clusterroles":
+                assert r.verbs == ("bind",), r
+                assert r.resource_names == (rbac.AUTH_ROLE,), r
         assert len(r.why) > 20, r
     pods = next(r for r in rbac.RULES if r.resource == "pods")
     assert set(pods.verbs) == {"list", "watch"}  # status reads pods; it never changes them
@@ -63,12 +81,12 @@ def test_operations_doc_explains_every_rbac_rule() -> None:
 
 
 def test_binding_ties_the_role_to_the_service_account() -> None:
-    binding = by_kind("ClusterRoleBinding")
+    binding = by_kind("ClusterRoleBinding", rbac.ROLE)
     sa = by_kind("ServiceAccount")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "ClusterRole",
-        "name": by_kind("ClusterRole")["metadata"]["name"],
+        "name": rbac.ROLE,
     }
     assert binding["subjects"] == [
         {

@@ -27,12 +27,12 @@ def test_handlers_cover_every_entry_point() -> None:
     assert {h.id for h in changing} == {"reconcile"}
     assert len(changing) == 3  # create, update, resume
     spawning = reg._spawning.get_all_handlers()
-    assert [h.id for h in spawning] == ["drift"]
+    assert sorted(h.id for h in spawning) == ["drift", "orphans"]
     watched = {
         h.selector.plural or h.selector.any_name  # type: ignore[union-attr]
         for h in reg._watching.get_all_handlers()
     }
-    assert watched == {"deployments", "services", "pods"}
+    assert watched == {"deployments", "services", "pods", "httproutes", "clusterrolebindings"}
     activities = {h.activity for h in reg._activities.get_all_handlers()}
     assert "authentication" in {str(a) for a in activities}  # an explicit registry needs a login
 

@@ -30,6 +30,8 @@ def test_first_run_creates_every_child_then_an_unchanged_object_costs_zero_write
         "apply Deployment/iris-canary",
         "apply Deployment/iris-stable",
         "apply HorizontalPodAutoscaler/iris",
+        "apply PodDisruptionBudget/iris-canary",
+        "apply PodDisruptionBudget/iris-stable",
         "apply Service/iris",
         "apply Service/iris-canary",
         "apply Service/iris-stable",
@@ -101,6 +103,7 @@ def test_removing_canary_and_autoscaling_deletes_their_children(
     assert sorted(c for c in cluster.writes() if c.startswith("delete")) == [
         "delete Deployment/iris-canary",
         "delete HorizontalPodAutoscaler/iris",
+        "delete PodDisruptionBudget/iris-canary",
         "delete Service/iris-canary",
     ]
     assert cluster.objects[("Deployment", "default", "iris-stable")]["spec"]["replicas"] == 4

@@ -86,4 +86,4 @@ def test_children_are_named_from_the_plan(with_canary: bool) -> None:
     for t in plan.active:
         assert ("Deployment", t.deployment) in names
         assert ("Service", t.service) in names
-    assert names <= set(builders.possible_children(md.name))
+    assert names <= set(builders.possible_children(md.name, md.namespace))
