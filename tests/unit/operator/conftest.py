@@ -15,6 +15,15 @@ from modeldeploy_operator.settings import OperatorSettings
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO_ROOT = Path(__file__).resolve().parents[3]
 UID = "0b7c1e2a-5f1d-4c1e-9d7e-2a8c3f4b5d6e"
+# The ownerReference every namespaced child of make_md()'s ModelDeployment carries.
+OWNER_REF = {
+    "apiVersion": "modeldeploy.io/v1alpha1",
+    "kind": "ModelDeployment",
+    "name": "iris",
+    "uid": UID,
+    "controller": True,
+    "blockOwnerDeletion": True,
+}
 
 Obj = dict[str, Any]
 

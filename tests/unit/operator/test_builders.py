@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import UID, make_md
+from conftest import OWNER_REF, make_md
 from modeldeploy_operator import builders
 from modeldeploy_operator.api import ModelDeployment
 from modeldeploy_operator.settings import OperatorSettings
@@ -17,16 +17,6 @@ LABELS = {
     "app.kubernetes.io/component": "predictor",
     "app.kubernetes.io/managed-by": "modeldeploy-operator",
 }
-OWNER = [
-    {
-        "apiVersion": "modeldeploy.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "name": "iris",
-        "uid": UID,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-]
 SHA = "a" * 64
 SELECTOR = {"app.kubernetes.io/name": "iris", "app.kubernetes.io/instance": "iris"}
 
@@ -47,7 +37,7 @@ def golden_stable_deployment() -> dict[str, Any]:
             "name": "iris-stable",
             "namespace": "default",
             "labels": labels,
-            "ownerReferences": OWNER,
+            "ownerReferences": [OWNER_REF],
         },
         "spec": {
             "replicas": 2,
@@ -345,7 +335,7 @@ def test_service_golden(track: str | None, name: str, selector: dict[str, str]) 
             "name": name,
             "namespace": "default",
             "labels": labels,
-            "ownerReferences": OWNER,
+            "ownerReferences": [OWNER_REF],
         },
         "spec": {
             "type": "ClusterIP",
@@ -366,7 +356,7 @@ def test_hpa_golden_targets_the_modeldeployment() -> None:
             "name": "iris",
             "namespace": "default",
             "labels": LABELS,
-            "ownerReferences": OWNER,
+            "ownerReferences": [OWNER_REF],
         },
         "spec": {
             "scaleTargetRef": {

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import UID, make_md
+from conftest import OWNER_REF, make_md
 from modeldeploy_operator import builders
 from modeldeploy_operator.status import Observed, compute_status
 from modeldeploy_operator.tracks import plan_tracks
@@ -18,15 +18,6 @@ GATEWAY = {
     }
 }
 CANARY = {"storageUri": "s3://m/v2.joblib", "trafficPercent": 10}
-OWNER = {
-    "apiVersion": "modeldeploy.io/v1alpha1",
-    "kind": "ModelDeployment",
-    "name": "iris",
-    "uid": UID,
-    "controller": True,
-    "blockOwnerDeletion": True,
-}
-
 
 def backend(name: str, weight: int) -> dict[str, Any]:
     return {"group": "", "kind": "Service", "name": name, "port": 80, "weight": weight}
@@ -63,7 +54,7 @@ def test_httproute_golden_with_a_ready_canary() -> None:
                 "app.kubernetes.io/component": "predictor",
                 "app.kubernetes.io/managed-by": "modeldeploy-operator",
             },
-            "ownerReferences": [OWNER],
+            "ownerReferences": [OWNER_REF],
         },
         "spec": {
             "parentRefs": [
