@@ -5,6 +5,8 @@
 # pyproject.toml is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source-path=SCRIPTDIR source=lib/util.sh
+. hack/lib/util.sh
 
 PY="${PYTHON:-python3}"
 if ! "$PY" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
@@ -12,8 +14,7 @@ if ! "$PY" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
   exit 1
 fi
 if ! "$PY" -c 'import venv, ensurepip' 2>/dev/null; then
-  echo ">> installing python3-venv" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  md::apt_install python3-venv
 fi
 
 stamp=.venv/.modeldeploy-installed

@@ -15,8 +15,9 @@
 # usage: hack/build-base-image.sh            prints the image reference as its last line
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-CACHE="${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}"
+# shellcheck source-path=SCRIPTDIR source=lib/util.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/util.sh"
+MD_TAG=base
 BASE_TAG="${BASE_TAG:-bookworm-1}"
 BASE_IMAGE="modeldeploy-base:$BASE_TAG"
 RAW_IMAGE="modeldeploy-base-raw:$BASE_TAG"
@@ -28,28 +29,21 @@ tarball="$dir/rootfs.tar"
 log="$dir/build.log"
 mkdir -p "$dir"
 export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
-DOCKER="${DOCKER:-$( [ -x /usr/bin/docker ] && echo /usr/bin/docker || command -v docker )}"
 
-say() { echo ">> [base] $*" >&2; }
-
-"$here/docker-up.sh" >&2
+"$HACK/docker-up.sh" >&2
 
 if ! "$DOCKER" image inspect "$RAW_IMAGE" >/dev/null 2>&1; then
 if [ ! -s "$tarball" ]; then
-  command -v debootstrap >/dev/null || { say "installing debootstrap"; DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends debootstrap >>"$log" 2>&1; }
+  md::ensure_packages debootstrap:debootstrap
   rootfs="$dir/rootfs"
   rm -rf "$rootfs"
   mkdir -p "$rootfs"
-  say "debootstrap $SUITE ($PACKAGES) into $rootfs; log $log"
+  md::log "debootstrap $SUITE ($PACKAGES) into $rootfs; log $log"
   start=$(date +%s)
   debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$rootfs" "$MIRROR" >>"$log" 2>&1 \
     || { tail -20 "$log" >&2; exit 1; }
   # apt sources for RUN steps that install more packages (they `apt-get update` first)
-  cat > "$rootfs/etc/apt/sources.list" <<SRC
-deb $MIRROR $SUITE main
-deb $MIRROR $SUITE-updates main
-deb http://deb.debian.org/debian-security $SUITE-security main
-SRC
+  md::render "$HACK/base/sources.list.in" "$rootfs/etc/apt/sources.list" MIRROR="$MIRROR" SUITE="$SUITE"
   # keep the image small and reproducible-ish: no apt lists, no downloaded .debs, no logs
   rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb \
     "$rootfs"/var/log/* "$rootfs"/tmp/* "$rootfs"/root/.cache "$rootfs"/debootstrap
@@ -58,10 +52,10 @@ SRC
   tar --numeric-owner -C "$rootfs" -cf "$tarball.tmp" .
   mv "$tarball.tmp" "$tarball"
   rm -rf "$rootfs"
-  say "rootfs done in $(( $(date +%s) - start ))s ($(du -h "$tarball" | cut -f1))"
+  md::log "rootfs done in $(( $(date +%s) - start ))s ($(du -h "$tarball" | cut -f1))"
 fi
 
-say "docker import $tarball as $RAW_IMAGE"
+md::log "docker import $tarball as $RAW_IMAGE"
 "$DOCKER" import \
   -c 'ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   -c 'CMD ["python3"]' \
@@ -73,16 +67,7 @@ fi
 ctx="$dir/ca-context"
 rm -rf "$ctx"; mkdir -p "$ctx/ca"
 cp /usr/local/share/ca-certificates/*.crt "$ctx/ca/" 2>/dev/null || true
-cat > "$ctx/Dockerfile" <<DF
-FROM $RAW_IMAGE
-COPY ca/ /usr/local/share/ca-certificates/
-RUN update-ca-certificates >/dev/null 2>&1 || true
-ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \\
-    REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \\
-    PIP_CERT=/etc/ssl/certs/ca-certificates.crt \\
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \\
-    PIP_DEFAULT_TIMEOUT=180
-DF
-say "adding $(ls "$ctx/ca" | wc -l) local CA certificate(s): $BASE_IMAGE"
+md::render "$HACK/base/ca-layer.Dockerfile.in" "$ctx/Dockerfile" RAW_IMAGE="$RAW_IMAGE"
+md::log "adding $(find "$ctx/ca" -name '*.crt' | wc -l) local CA certificate(s): $BASE_IMAGE"
 DOCKER_BUILDKIT=0 "$DOCKER" build -q -t "$BASE_IMAGE" "$ctx" >&2
 echo "$BASE_IMAGE"

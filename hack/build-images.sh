@@ -13,13 +13,12 @@
 #        prints the built image references, one a line, last on stdout
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CACHE="${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}"
+# shellcheck source-path=SCRIPTDIR source=lib/util.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/util.sh"
+MD_TAG=images
 LOGS="$CACHE/images/logs"
 CTRD_SOCK="${REAL_NODE_CONTAINERD:-/run/modeldeploy/node/containerd.sock}"
 export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
-DOCKER=/usr/bin/docker   # Debian's 20.10 client: its built-in BuildKit needs no buildx plugin
-say() { echo ">> [images] $*" >&2; }
 
 kind_cluster="" load=1 which=()
 while [ $# -gt 0 ]; do
@@ -33,26 +32,26 @@ while [ $# -gt 0 ]; do
 done
 [ "${#which[@]}" -gt 0 ] || which=(server operator)
 
-version="$(python3 -c 'import sys,tomllib;print(tomllib.load(open(sys.argv[1],"rb"))["project"]["version"])' "$ROOT/pyproject.toml")"
+version="$(md::project_version)"
 mkdir -p "$LOGS"
-"$ROOT/hack/docker-up.sh" >&2
-base="$("$ROOT/hack/build-base-image.sh" | tail -1)"
+"$HACK/docker-up.sh" >&2
+base="$("$HACK/build-base-image.sh" | tail -1)"
 
 t0=$(date +%s)
 pids=() images=()
 for w in "${which[@]}"; do
   df="$ROOT/Dockerfile.$w"
-  [ -f "$df" ] || { say "$df does not exist (yet); skipping $w"; continue; }
+  [ -f "$df" ] || { md::log "$df does not exist (yet); skipping $w"; continue; }
   img="modeldeploy-$w:$version"
   images+=("$img")
-  say "building $img from Dockerfile.$w (FROM $base); log $LOGS/$w.log"
+  md::log "building $img from Dockerfile.$w (FROM $base); log $LOGS/$w.log"
   (
     start=$(date +%s)
     if DOCKER_BUILDKIT=1 "$DOCKER" build --progress=plain -f "$df" --build-arg "BASE_IMAGE=$base" \
          --label "org.opencontainers.image.version=$version" -t "$img" "$ROOT" >"$LOGS/$w.log" 2>&1; then
-      say "built $img in $(( $(date +%s) - start ))s"
+      md::log "built $img in $(( $(date +%s) - start ))s"
     else
-      say "FAILED: $img; last lines of $LOGS/$w.log:"; tail -25 "$LOGS/$w.log" >&2; exit 1
+      md::log "FAILED: $img; last lines of $LOGS/$w.log:"; tail -25 "$LOGS/$w.log" >&2; exit 1
     fi
   ) &
   pids+=($!)
@@ -60,20 +59,14 @@ done
 rc=0
 for p in "${pids[@]}"; do wait "$p" || rc=1; done
 [ "$rc" = 0 ] || exit 1
-say "images built in $(( $(date +%s) - t0 ))s"
+md::log "images built in $(( $(date +%s) - t0 ))s"
 
 if [ "$load" = 1 ] && [ "${#images[@]}" -gt 0 ]; then
   if [ -n "$kind_cluster" ]; then
-    for img in "${images[@]}"; do say "kind load $img -> $kind_cluster"; kind load docker-image --name "$kind_cluster" "$img" >&2; done
+    for img in "${images[@]}"; do md::log "kind load $img -> $kind_cluster"; kind load docker-image --name "$kind_cluster" "$img" >&2; done
   fi
   if [ -S "$CTRD_SOCK" ] && ctr --address "$CTRD_SOCK" version >/dev/null 2>&1; then
-    for img in "${images[@]}"; do
-      say "importing $img into the real node's containerd"
-      "$DOCKER" save "$img" | ctr --address "$CTRD_SOCK" -n k8s.io images import - >/dev/null
-      # the record hack/real-node.sh checks before importing again
-      mkdir -p "$CACHE/node/imported"
-      "$DOCKER" image inspect -f '{{.Id}}' "$img" > "$CACHE/node/imported/docker.io_library_${img//:/_}"
-    done
+    for img in "${images[@]}"; do md::ctr_import "$CTRD_SOCK" "$img"; done
   fi
 fi
 printf '%s\n' "${images[@]}"

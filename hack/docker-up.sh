@@ -8,32 +8,24 @@
 # Idempotent: does nothing when `docker info` already answers. hack/docker-down.sh stops it.
 set -euo pipefail
 
-CACHE="${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}"
+# shellcheck source-path=SCRIPTDIR source=lib/util.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/util.sh"
+MD_TAG=docker-up
 DDIR="$CACHE/docker"
 RUN_DIR=/run/modeldeploy
 PIDFILE="$RUN_DIR/dockerd.pid"
 LOG="$DDIR/dockerd.log"
 export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
-DOCKER=/usr/bin/docker
-say() { echo ">> [docker-up] $*" >&2; }
 
 if [ -S /var/run/docker.sock ] && timeout 20 "$DOCKER" info >/dev/null 2>&1; then
   exit 0
 fi
 
-need=()
-command -v dockerd >/dev/null || need+=(docker.io)
-command -v iptables >/dev/null || need+=(iptables)
-if [ "${#need[@]}" -gt 0 ]; then
-  say "installing ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y --no-install-recommends "${need[@]}" >/dev/null 2>&1 \
-    || { apt-get update -q >/dev/null 2>&1; apt-get install -y --no-install-recommends "${need[@]}" >/dev/null; }
-fi
+md::ensure_packages dockerd:docker.io iptables:iptables
 
 mkdir -p "$DDIR/data" "$RUN_DIR"
 if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-  say "dockerd $(cat "$PIDFILE") runs but does not answer yet; waiting"
+  md::log "dockerd $(cat "$PIDFILE") runs but does not answer yet; waiting"
 else
   rm -f "$PIDFILE"
   driver="${DOCKER_STORAGE_DRIVER:-}"
@@ -51,7 +43,7 @@ else
   # dockerd from switching the FORWARD policy to DROP (which would also drop pod traffic).
   sysctl -qw net.ipv4.ip_forward=1
   start_dockerd() {
-    say "starting dockerd (storage driver $1), log $LOG"
+    md::log "starting dockerd (storage driver $1), log $LOG"
     # setsid: its own session, so it outlives the calling shell's job control and signals
     setsid dockerd --data-root "$DDIR/data" --pidfile "$PIDFILE" --storage-driver "$1" \
       --iptables=true --ip-masq=true --log-level warn >>"$LOG" 2>&1 < /dev/null &
@@ -63,19 +55,19 @@ fi
 for i in $(seq 1 60); do
   if "$DOCKER" info >/dev/null 2>&1; then
     [ -f "$DDIR/storage-driver.try" ] && mv "$DDIR/storage-driver.try" "$DDIR/storage-driver"
-    say "dockerd up ($("$DOCKER" info --format '{{.ServerVersion}} {{.Driver}} cgroup={{.CgroupDriver}}'))"
+    md::log "dockerd up ($("$DOCKER" info --format '{{.ServerVersion}} {{.Driver}} cgroup={{.CgroupDriver}}'))"
     exit 0
   fi
   if [ "$i" -gt 3 ] && ! { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; } \
      && ! pgrep -x dockerd >/dev/null; then
     if [ "$(cat "$DDIR/storage-driver.try" 2>/dev/null)" = overlay2 ] && [ -z "${DOCKER_STORAGE_DRIVER:-}" ]; then
-      say "dockerd died with overlay2 (see $LOG); retrying with vfs"
+      md::log "dockerd died with overlay2 (see $LOG); retrying with vfs"
       start_dockerd vfs
       continue
     fi
-    say "dockerd exited; last log lines:"; tail -20 "$LOG" >&2; exit 1
+    md::log "dockerd exited; last log lines:"; tail -20 "$LOG" >&2; exit 1
   fi
   sleep 1
 done
-say "dockerd did not answer in 60s; last log lines:"; tail -20 "$LOG" >&2
+md::log "dockerd did not answer in 60s; last log lines:"; tail -20 "$LOG" >&2
 exit 1

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The project's one test command (the README's second set-up command, and what CI runs): prepares
 # everything on a fresh machine (Python env, Kubernetes binaries), then runs the linters, the type
-# checker, the layering contracts and the whole pytest pyramid — unit, integration against a real
-# local control plane, and e2e on a cluster with a real node.
+# checker, the layering contracts, shellcheck over the scripts and the whole pytest pyramid — unit,
+# integration against a real local control plane, and e2e on a cluster with a real node.
 #
 # e2e runs against MODELDEPLOY_E2E_KUBECONFIG when it is set (a cluster that has the images, e.g.
 # kind via hack/e2e-kind.sh); otherwise, as root on Linux, this script builds the images and brings
@@ -12,9 +12,17 @@
 # usage: hack/test.sh [extra pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source-path=SCRIPTDIR source=lib/util.sh
+. hack/lib/util.sh
 
 bash hack/bootstrap.sh
 bash hack/build-k8s.sh core >/dev/null
+
+# The scripts are code the tests stand on: every finding (style included) fails the run. -x follows
+# the `source` of hack/lib/util.sh, so a misused helper is caught in the script that misuses it.
+echo ">> shellcheck"
+md::ensure_packages shellcheck:shellcheck
+shellcheck -x hack/*.sh hack/lib/*.sh .ci/run
 
 export PATH="$PWD/.venv/bin:$PATH"
 echo ">> ruff"
