@@ -1,0 +1,357 @@
+"""spec.traffic.gateway against a real Gateway API implementation: the operator's HTTPRoute is
+accepted by Traefik, Traefik's weighted round robin gives the canary exactly its percent of real
+requests to real model servers, a percent change takes effect within seconds, the header pin
+reaches one track, and a Gateway that refuses the route shows as Degraded while the in-cluster
+Service split keeps working.
+
+Traefik and a stable and a canary `modeldeploy-server` run inside a network namespace of this
+module's own (gateway_harness.py says why and how); kwok's fake pods get the addresses of those
+servers, so the EndpointSlices Traefik reads come from the real endpointslice controller.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from cluster_contract import assert_owned_by, assert_services, assert_split
+from gateway_harness import (
+    GATEWAY_GROUP,
+    TRACK_HEADER,
+    GatewayTools,
+    ModelServer,
+    NetNamespace,
+    PodAddresses,
+    Tally,
+    TraefikGateway,
+    converge_share,
+    gateway_object,
+    gateway_tools,
+    install_gateway_api,
+    model_servers,
+    predict_through,
+    ready_endpoints,
+    route_parent_conditions,
+)
+from kubernetes import client as k8s
+from operator_harness import (
+    LABEL_MANAGED_BY,
+    Cluster,
+    Obj,
+    OperatorProcess,
+    condition,
+    md_manifest,
+    wait_md_ready,
+    wait_until,
+)
+
+MODEL = "iris"  # the ModelDeployment's name, hence the model name in /v1/models/<name>
+CANARY_URI = "s3://models/iris/v2/"
+# Convergence deadline for a weight change to show in Traefik's answers: generous on purpose
+# (only a bound for the test; the measured seconds are printed).
+STEP_DEADLINE_S = 30
+REFUSED = ("RouteNotAccepted", "RouteRefsUnresolved")
+
+
+@pytest.fixture(scope="module")
+def tools() -> GatewayTools:
+    return gateway_tools()
+
+
+@pytest.fixture(scope="module")
+def netns() -> Iterator[NetNamespace]:
+    ns = NetNamespace()
+    try:
+        ns.create()
+        yield ns
+    finally:
+        ns.delete()
+
+
+@pytest.fixture(scope="module")
+def servers(
+    netns: NetNamespace, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, ModelServer]]:
+    with model_servers(netns, MODEL, tmp_path_factory.mktemp("servers")) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    cluster: Cluster,
+    operator: OperatorProcess,
+    tools: GatewayTools,
+    netns: NetNamespace,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[TraefikGateway]:
+    def kubectl(*args: str, input: str | None = None) -> str:
+        return cluster.kubectl(*args, input=input).stdout
+
+    install_gateway_api(kubectl, tools.crds)
+    gw = TraefikGateway(kubectl, tools, tmp_path_factory.mktemp("traefik"), netns)
+    try:
+        gw.start()
+        yield gw
+    finally:
+        gw.stop()
+
+
+@pytest.fixture
+def pod_addresses(
+    cluster: Cluster, namespace: str, servers: dict[str, ModelServer]
+) -> Iterator[PodAddresses]:
+    pa = PodAddresses(cluster.core, namespace, MODEL, {t: s.address for t, s in servers.items()})
+    pa.start()
+    yield pa
+    pa.stop()
+
+
+def hostname(namespace: str) -> str:
+    """Each test's own host name: a route of an earlier test (its namespace still being deleted)
+    never answers for this one."""
+    return f"{MODEL}.{namespace}.example.test"
+
+
+def _gateway_md(
+    gw: TraefikGateway, namespace: str, percent: int, section: str | None = None
+) -> Obj:
+    return md_manifest(
+        MODEL,
+        {
+            "model": {"storageUri": "s3://models/iris/v1/", "format": "sklearn"},
+            "replicas": 10,
+            "canary": {"storageUri": CANARY_URI, "trafficPercent": percent},
+            "traffic": {
+                "gateway": {
+                    "parentRefs": [gw.parent_ref(section)],
+                    "hostnames": [hostname(namespace)],
+                }
+            },
+        },
+    )
+
+
+def _backend(service: str, weight: int) -> Obj:
+    return {"group": "", "kind": "Service", "name": service, "port": 80, "weight": weight}
+
+
+def expected_rules(percent: int) -> list[Obj]:
+    """The HTTPRoute rules of the contract (issue 12) for a canary with ready pods."""
+
+    def pinned(track: str) -> Obj:
+        return {
+            "matches": [
+                {
+                    "path": {"type": "PathPrefix", "value": "/"},
+                    "headers": [{"type": "Exact", "name": TRACK_HEADER, "value": track}],
+                }
+            ],
+            "backendRefs": [_backend(f"{MODEL}-{track}", 1)],
+        }
+
+    return [
+        pinned("canary"),
+        pinned("stable"),
+        {
+            "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+            "backendRefs": [
+                _backend(f"{MODEL}-stable", 100 - percent),
+                _backend(f"{MODEL}-canary", percent),
+            ],
+        },
+    ]
+
+
+def _route(cluster: Cluster, namespace: str) -> Obj:
+    return gateway_object(
+        lambda *a, input=None: cluster.kubectl(*a, input=input).stdout,
+        "httproute",
+        namespace,
+        MODEL,
+    )
+
+
+def _rules_of(route: Obj) -> list[Obj]:
+    """The route's rules as the contract states them (dropping fields the API server defaults,
+    e.g. a rule's own name or timeouts, none of which the contract sets)."""
+    return [
+        {"matches": r.get("matches"), "backendRefs": r.get("backendRefs")}
+        for r in route["spec"]["rules"]
+    ]
+
+
+def wait_route(cluster: Cluster, namespace: str, percent: int, gw: TraefikGateway) -> Obj:
+    """The operator's HTTPRoute, once it holds the contract's rules for `percent` and Traefik has
+    accepted it with every backend resolved."""
+
+    def accepted() -> Obj | None:
+        route = _route(cluster, namespace)
+        assert _rules_of(route) == expected_rules(percent), route["spec"]
+        conds = route_parent_conditions(route)
+        generation = route["metadata"]["generation"]
+        ok = all(
+            conds.get(t, {}).get("status") == "True"
+            and conds[t].get("observedGeneration") == generation
+            for t in ("Accepted", "ResolvedRefs")
+        )
+        return route if ok else None
+
+    return wait_until(accepted, f"HTTPRoute {namespace}/{MODEL} at {percent}%{gw.explain()}")
+
+
+def traefik_weights(gw: TraefikGateway, namespace: str) -> list[dict[str, int]]:
+    """The weights Traefik runs for this namespace's route, by track, one dict per rule."""
+    out = []
+    for wrr in gw.weighted_services():
+        by_track = {
+            track: weight
+            for name, weight in wrr.items()
+            for track in ("stable", "canary")
+            if f"-svc-{namespace}-{MODEL}-{track}-" in name
+        }
+        if by_track:
+            out.append(by_track)
+    return sorted(out, key=lambda d: sorted(d.items()))
+
+
+def expected_weights(percent: int) -> list[dict[str, int]]:
+    rules = [{"canary": 1}, {"stable": 1}, {"stable": 100 - percent, "canary": percent}]
+    return sorted(rules, key=lambda d: sorted(d.items()))
+
+
+def wait_endpoints(
+    cluster: Cluster,
+    namespace: str,
+    servers: dict[str, ModelServer],
+    gw: TraefikGateway,
+    pods: PodAddresses,
+    percent: int,
+) -> None:
+    """Until every ready endpoint of both track Services is its track's real server (kwok's own
+    addresses reassigned), Traefik serves exactly those, and runs the route's weights for
+    `percent` (the route's status can be a generation ahead of the configuration Traefik has
+    applied)."""
+    discovery = k8s.DiscoveryV1Api(cluster.api_client)
+
+    def placed() -> bool:
+        pods.check()
+        for track, server in servers.items():
+            eps = ready_endpoints(discovery, namespace, f"{MODEL}-{track}")
+            assert eps, f"{track}: no ready endpoint"
+            assert set(eps) == {server.address}, (track, eps)
+        urls = {u for us in gw.backend_urls().values() for u in us}
+        want = {s.url for s in servers.values()}
+        assert urls == want, f"Traefik's servers {sorted(urls)}, want {sorted(want)}"
+        weights = traefik_weights(gw, namespace)
+        assert weights == expected_weights(percent), f"Traefik's weights {weights}"
+        return True
+
+    wait_until(placed, f"endpoints on the real servers{gw.explain()}", 60)
+
+
+def send(gw: TraefikGateway, namespace: str, count: int, pin: str | None = None) -> Tally:
+    headers = {TRACK_HEADER: pin} if pin else None
+    return predict_through(gw.url, hostname(namespace), MODEL, count, headers)
+
+
+def test_route_weights_are_exact_follow_a_step_and_honour_the_header_pin(
+    cluster: Cluster,
+    namespace: str,
+    gateway: TraefikGateway,
+    servers: dict[str, ModelServer],
+    pod_addresses: PodAddresses,
+) -> None:
+    cluster.create_md(namespace, _gateway_md(gateway, namespace, percent=10))
+    md = wait_md_ready(cluster, namespace, MODEL)
+    assert_split(cluster, namespace, md, total=10, percent=10)
+
+    route = wait_route(cluster, namespace, 10, gateway)
+    assert_owned_by(route, md)
+    assert route["metadata"]["labels"][LABEL_MANAGED_BY] == "modeldeploy-operator"
+    assert route["spec"]["hostnames"] == [hostname(namespace)]
+    assert route["spec"]["parentRefs"] == [
+        {"group": GATEWAY_GROUP, "kind": "Gateway", **gateway.parent_ref()}
+    ]
+    status = md["status"]
+    assert status["url"] == f"http://{hostname(namespace)}", status
+    assert status["address"] == f"http://{MODEL}.{namespace}.svc.cluster.local", status
+    wait_endpoints(cluster, namespace, servers, gateway, pod_addresses, 10)
+    pod_addresses.check()
+
+    # 1,000 requests at 10 %: Traefik's weighted round robin is deterministic
+    tally = send(gateway, namespace, 1000)
+    print(f"10%: {dict(tally.tracks)} errors {dict(tally.errors)}")
+    assert not tally.errors, f"{tally}{gateway.explain()}"
+    assert tally.ok == 1000
+    assert abs(tally.tracks["canary"] - 100) <= 5, tally
+
+    # the header pin reaches one track only, whatever the weights
+    for track in ("canary", "stable"):
+        pinned = send(gateway, namespace, 200, pin=track)
+        assert not pinned.errors, pinned
+        assert pinned.tracks == {track: 200}, pinned
+
+    # a step to 50 %: the operator rewrites the weights (and re-divides replicas); Traefik's
+    # answers follow within seconds
+    started = time.monotonic()
+    cluster.patch_md(namespace, MODEL, {"spec": {"canary": {"trafficPercent": 50}}})
+    elapsed, batch = converge_share(
+        lambda n: send(gateway, namespace, n), "canary", 50, 5, STEP_DEADLINE_S, batch=100
+    )
+    print(f"10% -> 50%: answers followed after {elapsed:.2f}s ({dict(batch.tracks)})")
+    assert time.monotonic() - started < STEP_DEADLINE_S
+    wait_route(cluster, namespace, 50, gateway)
+    md = wait_md_ready(cluster, namespace, MODEL)
+    assert_split(cluster, namespace, md, total=10, percent=50)
+    wait_endpoints(cluster, namespace, servers, gateway, pod_addresses, 50)
+    tally = send(gateway, namespace, 1000)
+    print(f"50%: {dict(tally.tracks)} errors {dict(tally.errors)}")
+    assert not tally.errors, f"{tally}{gateway.explain()}"
+    assert abs(tally.tracks["canary"] - 500) <= 5, tally
+    pod_addresses.check()
+
+
+def test_a_route_the_gateway_refuses_is_degraded_and_the_service_split_keeps_working(
+    cluster: Cluster, namespace: str, gateway: TraefikGateway, pod_addresses: PodAddresses
+) -> None:
+    cluster.create_md(
+        namespace, _gateway_md(gateway, namespace, percent=20, section="no-such-listener")
+    )
+
+    def refused() -> Obj | None:
+        conds = route_parent_conditions(_route(cluster, namespace))
+        return conds if conds.get("Accepted", {}).get("status") == "False" else None
+
+    said = wait_until(refused, f"Traefik to refuse the route{gateway.explain()}")["Accepted"]
+
+    def degraded() -> Obj | None:
+        md = cluster.get_md(namespace, MODEL)
+        c = condition(md, "Degraded")
+        return md if c and c["status"] == "True" and c.get("reason") in REFUSED else None
+
+    md = wait_until(degraded, "Degraded: RouteNotAccepted")
+    c = condition(md, "Degraded")
+    assert c is not None
+    assert c["reason"] == "RouteNotAccepted", c
+    # the message quotes the Gateway's own words
+    assert said["reason"] in c["message"] or said["message"] in c["message"], (said, c)
+    assert gateway.name in c["message"], c
+
+    # the in-cluster split is untouched: both tracks, their Services, the replica split
+    assert_services(cluster, namespace, md)
+    assert_split(cluster, namespace, md, total=10, percent=20)
+    assert md["status"]["readyReplicas"] == 10, md["status"]
+    assert md["status"]["address"] == f"http://{MODEL}.{namespace}.svc.cluster.local"
+    # and nothing reaches the servers through the refused route
+    tally = send(gateway, namespace, 20)
+    assert tally.ok == 0, tally
+    assert tally.errors, tally
+
+
+def test_the_gateway_namespace_has_no_route_off_its_own_net(netns: NetNamespace) -> None:
+    """What keeps a kwok address Traefik might still hold unreachable: inside the namespace
+    there is no default route, only its own /24."""
+    routes = netns.ns("ip", "-4", "route", "show")
+    assert "default" not in routes, routes
+    assert str(netns.net) in routes, routes
