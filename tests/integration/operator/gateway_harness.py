@@ -699,6 +699,29 @@ class TraefikGateway:
             for s in services
         }
 
+    def route(self, namespace: str, name: str) -> Obj:
+        return gateway_object(self.kubectl, "httproute", namespace, name)
+
+    def route_servers(self, namespace: str, model: str) -> set[str]:
+        """The server URLs Traefik balances over for the route of `model` in `namespace`."""
+        mark = f"-svc-{namespace}-{model}-"
+        return {u for name, urls in self.backend_urls().items() if mark in name for u in urls}
+
+    def route_weights(self, namespace: str, model: str) -> list[dict[str, int]]:
+        """The weights Traefik runs for the route of ModelDeployment `model` in `namespace`, by
+        track, one dict per rule (sorted as `expected_weights`)."""
+        out = []
+        for wrr in self.weighted_services():
+            by_track = {
+                track: weight
+                for name, weight in wrr.items()
+                for track in ("stable", "canary")
+                if f"-svc-{namespace}-{model}-{track}-" in name
+            }
+            if by_track:
+                out.append(by_track)
+        return sorted(out, key=lambda d: sorted(d.items()))
+
     def weighted_services(self) -> list[dict[str, int]]:
         """Traefik's weighted round robins as it runs them now: {child service: weight} each."""
         with httpx.Client(trust_env=False, timeout=5) as c:
@@ -732,6 +755,94 @@ class TraefikGateway:
                 args += ["-n", ns]
             with contextlib.suppress(subprocess.CalledProcessError, RuntimeError, AssertionError):
                 self.kubectl(*args)
+
+
+# ------------------------------------------------------------------------------ the route contract
+def _backend(service: str, weight: int) -> Obj:
+    return {"group": "", "kind": "Service", "name": service, "port": 80, "weight": weight}
+
+
+def expected_rules(model: str, percent: int) -> list[Obj]:
+    """The rules of the operator's HTTPRoute (issue 12's contract) for a ModelDeployment `model`
+    whose canary has ready pods: a header pin per track, then the weighted split."""
+
+    def pinned(track: str) -> Obj:
+        return {
+            "matches": [
+                {
+                    "path": {"type": "PathPrefix", "value": "/"},
+                    "headers": [{"type": "Exact", "name": TRACK_HEADER, "value": track}],
+                }
+            ],
+            "backendRefs": [_backend(f"{model}-{track}", 1)],
+        }
+
+    return [
+        pinned("canary"),
+        pinned("stable"),
+        {
+            "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+            "backendRefs": [
+                _backend(f"{model}-stable", 100 - percent),
+                _backend(f"{model}-canary", percent),
+            ],
+        },
+    ]
+
+
+def expected_weights(percent: int) -> list[dict[str, int]]:
+    """What Traefik should run for `expected_rules` (as `TraefikGateway.route_weights` sorts)."""
+    rules = [{"canary": 1}, {"stable": 1}, {"stable": 100 - percent, "canary": percent}]
+    return sorted(rules, key=lambda d: sorted(d.items()))
+
+
+def rules_of(route: Obj) -> list[Obj]:
+    """The route's rules as the contract states them (dropping what the API server defaults,
+    e.g. timeouts or a rule name, none of which the contract sets)."""
+    return [
+        {"matches": r.get("matches"), "backendRefs": r.get("backendRefs")}
+        for r in route["spec"]["rules"]
+    ]
+
+
+def wait_route(gw: TraefikGateway, namespace: str, model: str, percent: int) -> Obj:
+    """The operator's HTTPRoute, once it holds the contract's rules for `percent` and Traefik has
+    accepted that generation with every backend resolved."""
+
+    def accepted() -> Obj | None:
+        route = gw.route(namespace, model)
+        assert rules_of(route) == expected_rules(model, percent), route["spec"]
+        conds = route_parent_conditions(route)
+        generation = route["metadata"]["generation"]
+        ok = all(
+            conds.get(t, {}).get("status") == "True"
+            and conds[t].get("observedGeneration") == generation
+            for t in ("Accepted", "ResolvedRefs")
+        )
+        return route if ok else None
+
+    return wait_until(accepted, f"HTTPRoute {namespace}/{model} at {percent}%{gw.explain()}")
+
+
+def wait_traefik_runs(
+    gw: TraefikGateway,
+    namespace: str,
+    model: str,
+    percent: int,
+    servers: Callable[[], set[str]],
+    timeout: float = 60,
+) -> None:
+    """Until Traefik balances the route over exactly `servers()` (URLs) with the contract's
+    weights for `percent`: the route's status can be a generation ahead of what Traefik runs."""
+
+    def runs() -> bool:
+        have, want = gw.route_servers(namespace, model), servers()
+        assert have == want, f"Traefik's servers {sorted(have)}, want {sorted(want)}"
+        weights = gw.route_weights(namespace, model)
+        assert weights == expected_weights(percent), f"Traefik's weights {weights}"
+        return True
+
+    wait_until(runs, f"Traefik to run the route at {percent}%{gw.explain()}", timeout)
 
 
 # ------------------------------------------------------------------------------ traffic
