@@ -486,8 +486,9 @@ def check_local_route(address: str) -> None:
 # ------------------------------------------------------------------------------ Traefik
 def traefik_access_objects(namespace: str, name: str) -> list[Obj]:
     """Namespace, ServiceAccount and the Gateway provider's RBAC as Traefik documents it (read the
-    Gateway API objects, Services, EndpointSlices, Secrets for TLS listeners and Namespaces for
-    allowedRoutes; update the status of what it manages). Nothing else."""
+    Gateway API objects, Services, EndpointSlices, Secrets for TLS listeners, ConfigMaps for
+    BackendTLSPolicy CAs, which 3.7 waits for at start, and Namespaces for allowedRoutes; update
+    the status of what it manages). Nothing else: no nodes (no NodePort balancing here)."""
     read = ["get", "list", "watch"]
     kinds = [
         "gatewayclasses",
@@ -515,7 +516,7 @@ def traefik_access_objects(namespace: str, name: str) -> list[Obj]:
                 {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
                 {
                     "apiGroups": [""],
-                    "resources": ["services", "secrets", "configmaps", "nodes"],
+                    "resources": ["services", "secrets", "configmaps"],
                     "verbs": read,
                 },
                 {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
