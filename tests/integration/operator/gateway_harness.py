@@ -44,7 +44,15 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
-from operator_harness import LABEL_INSTANCE, LABEL_TRACK, REPO_ROOT, Obj, free_port, wait_until
+from operator_harness import (
+    LABEL_INSTANCE,
+    LABEL_TRACK,
+    REPO_ROOT,
+    Cluster,
+    Obj,
+    free_port,
+    wait_until,
+)
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 GATEWAY_VERSION = "v1"
@@ -62,6 +70,13 @@ class KubectlFn(Protocol):
     """kubectl against the cluster under test: returns stdout, raises on a non-zero exit."""
 
     def __call__(self, *args: str, input: str | None = None) -> str: ...
+
+
+def cluster_kubectl(cluster: Cluster) -> KubectlFn:
+    def kubectl(*args: str, input: str | None = None) -> str:
+        return cluster.kubectl(*args, input=input).stdout
+
+    return kubectl
 
 
 def _run(cmd: list[str], timeout: float = 60) -> str:

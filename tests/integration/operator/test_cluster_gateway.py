@@ -25,13 +25,18 @@ from gateway_harness import (
     PodAddresses,
     Tally,
     TraefikGateway,
+    cluster_kubectl,
     converge_share,
+    expected_rules,
+    gateway_object,
     gateway_tools,
     install_gateway_api,
     model_servers,
     predict_through,
     ready_endpoints,
     route_parent_conditions,
+    rules_of,
+    uninstall_gateway_api,
     wait_route,
     wait_traefik_runs,
 )
@@ -42,6 +47,7 @@ from operator_harness import (
     Obj,
     OperatorProcess,
     condition,
+    eventually,
     md_manifest,
     wait_md_ready,
     wait_until,
@@ -87,9 +93,7 @@ def gateway(
     netns: NetNamespace,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[TraefikGateway]:
-    def kubectl(*args: str, input: str | None = None) -> str:
-        return cluster.kubectl(*args, input=input).stdout
-
+    kubectl = cluster_kubectl(cluster)
     install_gateway_api(kubectl, tools.crds)
     gw = TraefikGateway(kubectl, tools, tmp_path_factory.mktemp("traefik"), netns)
     try:
@@ -165,6 +169,55 @@ def wait_endpoints(
 def send(gw: TraefikGateway, namespace: str, count: int, pin: str | None = None) -> Tally:
     headers = {TRACK_HEADER: pin} if pin else None
     return predict_through(gw.url, hostname(namespace), MODEL, count, headers)
+
+
+def test_without_the_gateway_api_it_is_degraded_and_recovers_once_installed(
+    cluster: Cluster, namespace: str, tools: GatewayTools
+) -> None:
+    """First in the module, before the `gateway` fixture installs the CRDs."""
+    kubectl = cluster_kubectl(cluster)
+    crd = f"crd/httproutes.{GATEWAY_GROUP}"
+    if cluster.kubectl("get", crd, check=False).returncode == 0:
+        if cluster.state_dir is None:
+            pytest.skip("the given cluster serves the Gateway API; the test does not remove it")
+        uninstall_gateway_api(kubectl, tools.crds)  # the tests' own cluster, from a reused run
+    body = md_manifest(
+        MODEL,
+        {
+            "model": {"storageUri": "s3://models/iris/v1/", "format": "sklearn"},
+            "replicas": 10,
+            "canary": {"storageUri": CANARY_URI, "trafficPercent": 20},
+            "traffic": {"gateway": {"parentRefs": [{"name": "public"}]}},
+        },
+    )
+    cluster.create_md(namespace, body)
+
+    def degraded_reason() -> str | None:
+        c = condition(cluster.get_md(namespace, MODEL), "Degraded")
+        return c["reason"] if c and c["status"] == "True" else None
+
+    assert wait_until(degraded_reason, "Degraded: GatewayAPIMissing") == "GatewayAPIMissing"
+    message = condition(cluster.get_md(namespace, MODEL), "Degraded")["message"]  # type: ignore[index]
+    assert "HTTPRoutes" in message, message
+    assert GATEWAY_GROUP in message, message
+
+    # the Service split keeps working without the Gateway API
+    def split_serves() -> None:
+        md = cluster.get_md(namespace, MODEL)
+        assert md["status"]["readyReplicas"] == 10, md["status"]
+        assert_services(cluster, namespace, md)
+        assert_split(cluster, namespace, md, total=10, percent=20)
+        assert md["status"]["address"] == f"http://{MODEL}.{namespace}.svc.cluster.local"
+        assert degraded_reason() == "GatewayAPIMissing"
+
+    eventually(split_serves, "every pod ready, split by the Service, still GatewayAPIMissing")
+
+    # CRDs installed later: the operator's next reconcile writes the route and the reason goes
+    install_gateway_api(kubectl, tools.crds)
+    wait_until(lambda: degraded_reason() is None, "Degraded to clear once the CRDs exist")
+    route = gateway_object(kubectl, "httproute", namespace, MODEL)
+    assert rules_of(route) == expected_rules(MODEL, 20), route["spec"]
+    assert_owned_by(route, cluster.get_md(namespace, MODEL))
 
 
 def test_route_weights_are_exact_follow_a_step_and_honour_the_header_pin(
