@@ -73,6 +73,25 @@ def run(settings: Settings) -> int:
         max_batch_rows=settings.max_batch_size,
         max_wait_s=settings.max_batch_wait_ms / 1000,
     )
+    reviewer = None
+    if settings.auth_enabled:
+        from modeldeploy_server.auth import Reviewer, config_from_settings
+        from modeldeploy_server.errors import StartupError
+
+        try:
+            auth_config = config_from_settings(settings)
+            reviewer = Reviewer(auth_config, dataplane.metrics)
+        except StartupError as exc:  # misconfigured, like a bad flag: exit 2, say what to fix
+            write_termination_log(settings.termination_log, exc.message)
+            log.error("%s", exc.message)
+            return 2
+        log.info(
+            "access control on: callers need create on modeldeployments/predict of %s, "
+            "reviewed by %s, decisions cached %g s",
+            auth_config.target,
+            auth_config.api_server,
+            auth_config.cache_seconds,
+        )
     exit_code = 0
     server: uvicorn.Server | None = None
 
@@ -86,6 +105,7 @@ def run(settings: Settings) -> int:
         dataplane,
         max_body_bytes=settings.max_body_bytes,
         on_startup=lambda: bring_up(settings, dataplane, on_fatal, env=dict(os.environ)),
+        auth=reviewer,
     )
     config = uvicorn.Config(
         app,

@@ -23,6 +23,7 @@ from starlette.responses import Response
 
 from modeldeploy_server import __version__, schemas
 from modeldeploy_server.asgi import INFERENCE_ROUTES, ServingApp, error_body, error_reply
+from modeldeploy_server.auth import Reviewer
 from modeldeploy_server.codec import encode_json
 from modeldeploy_server.dataplane import DataPlane
 from modeldeploy_server.errors import ServerError, UnsupportedEndpointError
@@ -180,10 +181,12 @@ def create_app(
     *,
     max_body_bytes: int = 10 * 1024 * 1024,
     on_startup: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    auth: Reviewer | None = None,
 ) -> ServingApp:
     """Build the app uvicorn runs: ServingApp around FastAPI (its ``.app``).
 
-    ``on_startup`` runs as a background task so the port opens at once.
+    ``on_startup`` runs as a background task so the port opens at once. ``auth`` (spec.auth)
+    is checked by ServingApp for every request but the open ones, and closed at shutdown.
     """
 
     @asynccontextmanager
@@ -195,6 +198,8 @@ def create_app(
             if task is not None and not task.done():
                 task.cancel()
             await dataplane.stop()
+            if auth is not None:
+                await auth.close()
 
     app = FastAPI(
         title="modeldeploy model server",
@@ -218,4 +223,4 @@ def create_app(
     # FastAPI sits inside ServingApp, not the other way round: FastAPI's own __call__ (its
     # telemetry check alone costs ~50 µs) and Starlette's ServerErrorMiddleware stay off the
     # inference path.
-    return ServingApp(app, dataplane=dataplane, max_body_bytes=max_body_bytes)
+    return ServingApp(app, dataplane=dataplane, max_body_bytes=max_body_bytes, auth=auth)

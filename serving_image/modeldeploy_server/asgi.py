@@ -8,7 +8,9 @@ a small model's predict, so FastAPI (app.py) serves only the health, metadata, m
 routes, and documents the inference routes from the same table. Around both, this module adds
 what every response needs: the X-Modeldeploy-Track and model-version headers, the body-size
 limit, and request metrics labelled by route template; inference answers also carry
-``Server-Timing`` with the predict time their result brought back.
+``Server-Timing`` with the predict time their result brought back. With ``spec.auth`` on, every
+request outside ``OPEN_PATHS`` passes ``auth.Reviewer.authorize`` here, once, before anything
+else reads it: inference and FastAPI's routes alike, and any route added later (fail closed).
 
 No web framework is imported here (import-linter): the hot path is plain ASGI.
 """
@@ -24,6 +26,7 @@ from typing import Any, Literal
 
 from prometheus_client import Counter
 
+from modeldeploy_server.auth import Decision, Reviewer
 from modeldeploy_server.codec import decode_v1, decode_v2, encode_json, encode_v1, encode_v2
 from modeldeploy_server.dataplane import DataPlane
 from modeldeploy_server.errors import PayloadTooLargeError, ServerError
@@ -69,6 +72,16 @@ INFERENCE_ROUTES: tuple[InferenceRoute, ...] = (
 )
 
 
+# What stays open when spec.auth is on: the kubelet's probes and Prometheus carry no token, and
+# none of these says anything about the model beyond "up". `/` is KServe's liveness root, `/v2`
+# the OIP server metadata (server name, version, extensions: the same for every model). The
+# model's metadata and the OpenAPI document (/docs, /openapi.json, which describe this model by
+# name) are protected like inference; so is every path not listed, including unknown ones.
+OPEN_PATHS = frozenset(
+    {"/healthz", "/ready", "/v2/health/live", "/v2/health/ready", "/metrics", "/", "/v2"}
+)
+
+
 def error_body(message: str) -> bytes:
     return encode_json({"error": message})
 
@@ -101,9 +114,17 @@ def _protocol(path: str) -> str:
 class ServingApp:
     """Inference, the track headers, the body limit and request metrics; the rest to ``app``."""
 
-    def __init__(self, app: ASGIApp, *, dataplane: DataPlane, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        dataplane: DataPlane,
+        max_body_bytes: int,
+        auth: Reviewer | None = None,
+    ) -> None:
         self.app = app  # FastAPI: health, metadata, metrics, docs
         self.dp = dataplane
+        self.auth = auth  # None: spec.auth off, nothing is checked
         self.max_body = max_body_bytes
         self.routes = INFERENCE_ROUTES
         self.extra_headers = [
@@ -178,26 +199,42 @@ class ServingApp:
 
         endpoint = protocol = ""
         try:
+            path = scope["path"]
+            route = match = None
+            for candidate in self.routes:
+                match = candidate.pattern.match(path)
+                if match is not None:
+                    route = candidate
+                    endpoint, protocol = route.template, route.protocol
+                    break
+            length = 0
+            credentials: list[bytes] = []
             for key, value in scope["headers"]:
                 if key == b"content-length":
                     length = int(value) if value.isdigit() else 0
-                    if length > limit:
-                        status = await self._reject_413(send, length)
-                        return
-                    break
-            path = scope["path"]
-            for route in self.routes:
-                match = route.pattern.match(path)
-                if match is not None:
-                    endpoint, protocol = route.template, route.protocol
-                    if scope["method"] != "POST":
-                        self.dp.metrics.errors.labels("http_405").inc()
-                        status = await self._send_json(
-                            send, 405, error_body("Method Not Allowed"), (b"allow", b"POST")
-                        )
-                        return
-                    status = await self._infer(route, match.groupdict(), limited_receive, send)
+                elif key == b"authorization":
+                    credentials.append(value)
+            # Access control first: a caller who may not use the model learns nothing else
+            # (not the body limit, not which methods a route takes).
+            if self.auth is not None and path not in OPEN_PATHS:
+                decision = await self.auth.authorize(credentials)
+                if not decision.allowed:
+                    if not endpoint:
+                        endpoint, protocol = "auth_denied", _protocol(path)
+                    status = await self._deny(send, decision)
                     return
+            if length > limit:
+                status = await self._reject_413(send, length)
+                return
+            if route is not None and match is not None:
+                if scope["method"] != "POST":
+                    self.dp.metrics.errors.labels("http_405").inc()
+                    status = await self._send_json(
+                        send, 405, error_body("Method Not Allowed"), (b"allow", b"POST")
+                    )
+                    return
+                status = await self._infer(route, match.groupdict(), limited_receive, send)
+                return
             await self.app(scope, limited_receive, send_with_headers)
         finally:
             if not endpoint:
@@ -205,6 +242,12 @@ class ServingApp:
                 endpoint = getattr(route_seen, "path", None) or "unmatched"
                 protocol = _protocol(scope["path"])
             self._record(endpoint, protocol, status, time.perf_counter() - started)
+
+    async def _deny(self, send: Send, decision: Decision) -> int:
+        # Not the hot path (a denial is answered once per request, not per batch): labels() is
+        # fine here.
+        self.dp.metrics.errors.labels(decision.reason).inc()
+        return await self._send_json(send, decision.status, decision.body, *decision.headers)
 
     async def _reject_413(self, send: Send, length: int) -> int:
         self.dp.metrics.errors.labels(PayloadTooLargeError.reason).inc()

@@ -74,6 +74,33 @@ class Settings(BaseSettings):
     )
     access_log: bool = Field(False, validation_alias=_env("access_log", "ACCESS_LOG"))
 
+    # spec.auth (docs/server.md, "Access control"): the operator sets AUTH_ENABLED,
+    # AUTH_CACHE_SECONDS and MODEL_NAMESPACE; the rest default to the pod's in-cluster API access
+    # and are overridable for tests and running by hand.
+    auth_enabled: bool = Field(False, validation_alias=_env("auth_enabled", "AUTH_ENABLED"))
+    auth_cache_seconds: float = Field(
+        10.0, ge=0, le=3600, validation_alias=_env("auth_cache_seconds", "AUTH_CACHE_SECONDS")
+    )
+    auth_cache_size: int = Field(
+        10_000, ge=1, le=1_000_000, validation_alias=_env("auth_cache_size", "AUTH_CACHE_SIZE")
+    )
+    model_namespace: str = Field("", validation_alias=_env("model_namespace", "MODEL_NAMESPACE"))
+    auth_api_server: str = Field(
+        "", validation_alias=_env("auth_api_server", "AUTH_API_SERVER")
+    )  # empty: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT
+    auth_token_file: Path = Field(
+        Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        validation_alias=_env("auth_token_file", "AUTH_TOKEN_FILE"),
+    )
+    auth_ca_file: str = Field(
+        "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+        validation_alias=_env("auth_ca_file", "AUTH_CA_FILE"),
+    )  # empty: the system trust store
+    auth_audiences: str = Field("", validation_alias=_env("auth_audiences", "AUTH_AUDIENCES"))
+    auth_timeout_s: float = Field(
+        5.0, gt=0, le=60, validation_alias=_env("auth_timeout_s", "AUTH_TIMEOUT_S")
+    )
+
     @field_validator("model_sha256")
     @classmethod
     def _hex_digest(cls, value: str) -> str:
@@ -104,6 +131,10 @@ class Settings(BaseSettings):
     @property
     def trusted_types(self) -> tuple[str, ...]:
         return tuple(t.strip() for t in self.skops_trusted_types.split(",") if t.strip())
+
+    @property
+    def audiences(self) -> tuple[str, ...]:
+        return tuple(a.strip() for a in self.auth_audiences.split(",") if a.strip())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -144,6 +175,21 @@ def _parser() -> argparse.ArgumentParser:
     add("--download-backoff-s", type=float, help="first retry delay [DOWNLOAD_BACKOFF_S]")
     add("--log-level", help="debug|info|warning|error [LOG_LEVEL]")
     add("--access-log", action="store_const", const=True, help="log every request [ACCESS_LOG]")
+    add(
+        "--auth",
+        dest="auth_enabled",
+        action=argparse.BooleanOptionalAction,
+        help="require a bearer token the Kubernetes API server accepts and allows to create "
+        "modeldeployments/predict on this model; default off [AUTH_ENABLED]",
+    )
+    add("--auth-cache-seconds", type=float, help="decision cache time [AUTH_CACHE_SECONDS]")
+    add("--auth-cache-size", type=int, help="tokens remembered at most [AUTH_CACHE_SIZE]")
+    add("--model-namespace", help="the ModelDeployment's namespace [MODEL_NAMESPACE]")
+    add("--auth-api-server", help="API server URL, default in-cluster [AUTH_API_SERVER]")
+    add("--auth-token-file", help="this server's own token for the reviews [AUTH_TOKEN_FILE]")
+    add("--auth-ca-file", help="CA bundle of the API server, empty = system [AUTH_CA_FILE]")
+    add("--auth-audiences", help="comma-separated token audiences to require [AUTH_AUDIENCES]")
+    add("--auth-timeout-s", type=float, help="deadline of one review [AUTH_TIMEOUT_S]")
     return p
 
 

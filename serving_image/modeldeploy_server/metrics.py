@@ -138,6 +138,23 @@ class Metrics:
             ["trained_sklearn_version", "sklearn_version"],
             registry=r,
         )
+        # spec.auth: children are bound (and so exported) only when the reviewer exists.
+        self.auth_requests = Counter(
+            "modeldeploy_auth_requests",
+            "Requests checked by spec.auth, by outcome (allowed, unauthenticated, forbidden, "
+            "unavailable) and cache (hit; miss: reviewed for it; coalesced: waited on another "
+            "request's review of the same token).",
+            ["outcome", "cache"],
+            registry=r,
+        )
+        self.auth_review_seconds = Histogram(
+            "modeldeploy_auth_review_duration_seconds",
+            "TokenReview plus SubjectAccessReview against the API server, per review, by "
+            "result (answered, unavailable).",
+            ["result"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         # Bound children by predicted value: labels() costs ~10 µs, a dict lookup ~50 ns.
         self._class_children: dict[Any, Any] = {}
 
