@@ -37,7 +37,7 @@ RunFn = Callable[[Array, tuple[str, ...]], list[Array]]
 ObserveFn = Callable[[int, int, float, tuple[str, ...], list[Array]], None]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per request, and frozen __init__ costs more
 class BatchResult:
     """One caller's rows of a coalesced model call, and how long that whole call took.
 

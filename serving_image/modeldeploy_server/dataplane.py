@@ -272,19 +272,19 @@ class DataPlane:
 
     async def v2_infer(self, name: str, version: str | None, req: V2Request) -> V2Result:
         rt = self.require_ready(name, version)
-        # Each requested name (or alias) -> the runtime's output; computed once if asked twice.
-        resolved = [
-            rt.resolve_output(o, f"outputs[{j}].name") for j, o in enumerate(req.outputs)
-        ] or [self._default_output]
-        requested = req.outputs or resolved
-        x = self._v2_matrix(rt, req.inputs)
-        outputs = tuple(dict.fromkeys(resolved))
-        result = await self._infer(x, outputs)
-        by_output = dict(zip(outputs, result.outputs, strict=True))
-        return V2Result(
-            model_name=self.info.name,
-            model_version=self.info.version,
-            id=req.id,
-            outputs=[Tensor(n, by_output[o]) for n, o in zip(requested, resolved, strict=True)],
-            predict_seconds=result.seconds,
-        )
+        if not req.outputs:  # the usual request: the default output alone
+            x = self._v2_matrix(rt, req.inputs)
+            result = await self._infer(x, (self._default_output,))
+            tensors = [Tensor(self._default_output, result.outputs[0])]
+        else:
+            # Each requested name (or alias) -> the runtime's output; computed once if asked
+            # twice, answered under the name the caller used.
+            resolved = [
+                rt.resolve_output(o, f"outputs[{j}].name") for j, o in enumerate(req.outputs)
+            ]
+            x = self._v2_matrix(rt, req.inputs)
+            outputs = tuple(dict.fromkeys(resolved))
+            result = await self._infer(x, outputs)
+            by_output = dict(zip(outputs, result.outputs, strict=True))
+            tensors = [Tensor(n, by_output[o]) for n, o in zip(req.outputs, resolved, strict=True)]
+        return V2Result(self.info.name, self.info.version, req.id, tensors, result.seconds)

@@ -179,16 +179,18 @@ class SklearnRuntime:
         return x
 
     def predict(self, x: Array, outputs: tuple[str, ...]) -> list[Array]:
-        try:
-            results = [np.asarray(self._calls[name](x)) for name in outputs]
-        except _INPUT_ERRORS as exc:
-            raise InvalidInputError(f"the model rejected the input: {exc}") from None
-        for name, result in zip(outputs, results, strict=True):
+        results = []
+        for name in outputs:
+            try:
+                result = np.asarray(self._calls[name](x))
+            except _INPUT_ERRORS as exc:
+                raise InvalidInputError(f"the model rejected the input: {exc}") from None
             if result.shape[:1] != x.shape[:1]:
                 raise InferenceError(
                     f"{_METHODS[name]} returned {result.shape[0] if result.ndim else 0} rows for "
                     f"{x.shape[0]} inputs"
                 )
+            results.append(result)
         return results
 
     def warm_up(self) -> None:
