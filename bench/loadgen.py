@@ -81,9 +81,12 @@ class _Conn(asyncio.Protocol):
         return await self.done
 
 
-def build_request(port: int, path: str, body: bytes) -> bytes:
+def build_request(
+    port: int, path: str, body: bytes, headers: dict[str, str] | None = None
+) -> bytes:
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
@@ -104,9 +107,10 @@ async def run_load(
     duration_s: float,
     max_requests: int,
     warmup_s: float = 1.0,
+    headers: dict[str, str] | None = None,
 ) -> Result:
     """Closed loop: warm up, then measure until the request or time budget runs out."""
-    raw = build_request(port, path, body)
+    raw = build_request(port, path, body, headers)
     result = Result()
     conns = [await _connect(port) for _ in range(concurrency)]
     state = {"measuring": False, "stop": False, "issued": 0}

@@ -12,8 +12,15 @@ and p99 plus the ratios to each baseline. Every cell is bounded by --duration se
 --max-requests requests. MLServer's pins conflict with ours, so it gets its own venv in
 .bench/mlserver-venv; if that install fails, MLServer is skipped with a message.
 
-    .venv/bin/python bench/serve_bench.py            # about 4 minutes
+The auth cell (`auth` in --only) runs ours twice more, without and with spec.auth (AUTH_ENABLED,
+the operator's default cacheSeconds 10), and drives both with an Authorization header at c=1 and
+c=32. Its reviews go to the real control plane when --auth-kubeconfig names one (it creates a
+namespace with a server and a caller ServiceAccount and the RBAC for them, and deletes it after),
+else to a loopback stub that plays TokenReview and SubjectAccessReview; the output says which.
+
+    .venv/bin/python bench/serve_bench.py            # about 5 minutes
     .venv/bin/python bench/serve_bench.py --duration 5 --skip-mlserver
+    .venv/bin/python bench/serve_bench.py --only auth --auth-kubeconfig <admin kubeconfig>
 
 Figures are reported, never asserted: they depend on the machine and on what else runs on it.
 """
@@ -22,17 +29,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import joblib
@@ -52,6 +65,7 @@ MLSERVER_PINS = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop<0.22"]
 ROW = [5.1, 3.5, 1.4, 0.2]
 JSON = {"content-type": "application/json"}
 CELLS = [(1, 1), (1, 100), (32, 1), (32, 100)]  # (concurrency, rows per request)
+AUTH_CELLS = [(1, 1), (32, 1)]
 
 
 def free_port() -> int:
@@ -83,6 +97,7 @@ class Target:
     port: int
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every request
 
     def start(self) -> None:
         with self.log.open("wb") as out:
@@ -99,7 +114,9 @@ class Target:
                 raise RuntimeError(f"{self.label} exited: see {self.log}")
             try:
                 if self.ready_path == "POST":
-                    r = httpx.post(url + self.path, content=self.body(1), headers=JSON, timeout=5)
+                    r = httpx.post(
+                        url + self.path, content=self.body(1), headers=self.http_headers, timeout=5
+                    )
                 else:
                     r = httpx.get(url + self.ready_path, timeout=5)
                 if r.status_code == 200:
@@ -109,13 +126,17 @@ class Target:
             time.sleep(0.25)
         else:
             raise RuntimeError(f"{self.label} not ready after {timeout}s: see {self.log}")
-        r = httpx.post(url + self.path, content=self.body(2), headers=JSON, timeout=30)
+        r = httpx.post(url + self.path, content=self.body(2), headers=self.http_headers, timeout=30)
         if r.status_code != 200:
             raise RuntimeError(f"{self.label} answered {r.status_code}: {r.text[:300]}")
         doc = r.json()
         preds = doc["predictions"] if "predictions" in doc else doc["outputs"][0]["data"]
         if list(preds) != [0, 0]:
             raise RuntimeError(f"{self.label} predicted {preds}, expected [0, 0]")
+
+    @property
+    def http_headers(self) -> dict[str, str]:
+        return {**JSON, **self.headers}
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -226,10 +247,13 @@ def fmt_cell(r: Result) -> str:
 
 
 async def measure(
-    target: Target, duration: float, max_requests: int
+    target: Target,
+    duration: float,
+    max_requests: int,
+    cells: list[tuple[int, int]] = CELLS,
 ) -> dict[tuple[int, int], Result]:
     out: dict[tuple[int, int], Result] = {}
-    for conc, rows in CELLS:
+    for conc, rows in cells:
         r = await run_load(
             target.port,
             target.path,
@@ -238,6 +262,7 @@ async def measure(
             duration_s=duration,
             max_requests=max_requests,
             warmup_s=min(2.0, duration / 4),
+            headers=target.headers,
         )
         out[(conc, rows)] = r
         bad = {s: n for s, n in r.statuses.items() if s != 200}
@@ -253,6 +278,264 @@ async def measure(
     return out
 
 
+# ------------------------------------------------------------------------------ the auth cell
+@dataclass
+class ReviewApi:
+    """Where the auth server's reviews go, the AUTH_* env that points it there, and the caller's
+    token that API allows."""
+
+    label: str
+    env: dict[str, str]
+    token: str
+    close: Callable[[], None]
+
+
+def stub_review_api(work: Path) -> ReviewApi:
+    """A loopback API server stand-in: TokenReview says authenticated, the SAR allows."""
+    # As long as a real projected ServiceAccount token (~1 kB), so hashing it costs the same.
+    token = "bench." + base64.urlsafe_b64encode(os.urandom(768)).decode().rstrip("=")
+    user = "system:serviceaccount:bench:caller"
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            doc = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)))
+            if doc["kind"] == "TokenReview":
+                ok = doc["spec"]["token"] == token
+                doc["status"] = {"authenticated": ok, "user": {"username": user}} if ok else {}
+            else:
+                doc["status"] = {"allowed": doc["spec"]["user"] == user}
+            data = json.dumps(doc).encode()
+            self.send_response(201)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    (work / "auth-server.token").write_text("bench-server-token")
+    env = {
+        "AUTH_API_SERVER": f"http://127.0.0.1:{server.server_address[1]}",
+        "AUTH_TOKEN_FILE": str(work / "auth-server.token"),
+        "MODEL_NAMESPACE": "bench",
+    }
+
+    def close() -> None:
+        server.shutdown()
+        server.server_close()
+
+    return ReviewApi("a loopback review stub (no --auth-kubeconfig given)", env, token, close)
+
+
+def _kubectl_binary() -> str:
+    cached = Path.home() / ".cache/modeldeploy/k8s-v1.34.4/bin/kubectl"
+    found = str(cached) if cached.exists() else shutil.which("kubectl")
+    if not found:
+        raise RuntimeError("no kubectl: run hack/build-k8s.sh core")
+    return found
+
+
+def cluster_review_api(kubeconfig: Path, work: Path) -> ReviewApi:
+    """The real control plane: a namespace with the server's ServiceAccount bound to
+    deploy/rbac.yaml's modeldeploy-server-auth and a caller allowed to predict on `iris`."""
+    kubectl = [_kubectl_binary(), "--kubeconfig", str(kubeconfig)]
+
+    def run(*args: str, stdin: str | None = None) -> str:
+        return subprocess.run(
+            [*kubectl, *args], input=stdin, capture_output=True, text=True, check=True, timeout=60
+        ).stdout
+
+    ns = f"bench-auth-{uuid.uuid4().hex[:6]}"
+    binding = f"modeldeploy-auth.{ns}.iris"
+    import yaml
+
+    docs = yaml.safe_load_all((REPO / "deploy" / "rbac.yaml").read_text())
+    role = next(d for d in docs if d and d["metadata"]["name"] == "modeldeploy-server-auth")
+    rbac = "rbac.authorization.k8s.io"
+    objects: list[dict[str, Any]] = [
+        role,
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+        *(
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": n, "namespace": ns}}
+            for n in ("iris-server", "caller")
+        ),
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": binding},
+            "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": role["metadata"]["name"]},
+            "subjects": [{"kind": "ServiceAccount", "name": "iris-server", "namespace": ns}],
+        },
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "Role",
+            "metadata": {"name": "predict-iris", "namespace": ns},
+            "rules": [
+                {
+                    "apiGroups": ["modeldeploy.io"],
+                    "resources": ["modeldeployments/predict"],
+                    "verbs": ["create"],
+                    "resourceNames": ["iris"],
+                }
+            ],
+        },
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "caller-predicts-iris", "namespace": ns},
+            "roleRef": {"apiGroup": rbac, "kind": "Role", "name": "predict-iris"},
+            "subjects": [{"kind": "ServiceAccount", "name": "caller", "namespace": ns}],
+        },
+    ]
+    run("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=yaml.safe_dump_all(objects))
+
+    def token(account: str) -> str:
+        deadline = time.monotonic() + 60
+        while True:  # until the ServiceAccount is there; bounded by the deadline
+            try:
+                return run("create", "token", account, "-n", ns, "--duration=1h").strip()
+            except subprocess.CalledProcessError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    cfg = json.loads(run("config", "view", "--raw", "--minify", "-o", "json"))
+    cluster = cfg["clusters"][0]["cluster"]
+    ca = work / "auth-ca.crt"
+    if "certificate-authority-data" in cluster:
+        ca.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
+    else:
+        ca.write_bytes(Path(cluster["certificate-authority"]).read_bytes())
+    (work / "auth-server.token").write_text(token("iris-server"))
+    env = {
+        "AUTH_API_SERVER": cluster["server"],
+        "AUTH_CA_FILE": str(ca),
+        "AUTH_TOKEN_FILE": str(work / "auth-server.token"),
+        "MODEL_NAMESPACE": ns,
+    }
+
+    def close() -> None:
+        subprocess.run([*kubectl, "delete", "clusterrolebinding", binding], capture_output=True)
+        subprocess.run([*kubectl, "delete", "namespace", ns, "--wait=false"], capture_output=True)
+
+    label = f"the real control plane at {cluster['server']} ({kubeconfig}), namespace {ns}"
+    return ReviewApi(label, env, token("caller"), close)
+
+
+def auth_counts(port: int) -> str:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    rows = [
+        line.removeprefix("modeldeploy_auth_requests_total")
+        for line in text.splitlines()
+        if line.startswith("modeldeploy_auth_requests_total{") and not line.endswith(" 0.0")
+    ]
+    return ", ".join(rows) or "none"
+
+
+def _merge(a: Result | None, b: Result) -> Result:
+    if a is None:
+        return b
+    return Result(
+        latencies=a.latencies + b.latencies,
+        errors=a.errors + b.errors,
+        statuses={
+            k: a.statuses.get(k, 0) + b.statuses.get(k, 0) for k in {*a.statuses, *b.statuses}
+        },
+        elapsed=a.elapsed + b.elapsed,
+        overheads=a.overheads + b.overheads,
+    )
+
+
+def run_auth_cells(
+    ours_cmd: list[str],
+    ours_env: dict[str, str],
+    review: ReviewApi,
+    logs: Path,
+    duration: float,
+    max_requests: int,
+    rounds: int,
+) -> dict[str, dict[tuple[int, int], Result]]:
+    """Ours without and with spec.auth, same model, same load, the cells alternating.
+
+    Both servers run at once but only one is driven at a time (the idle one costs nothing), and
+    each cell alternates between them for `rounds` slices of duration/rounds seconds, so a busy
+    moment on the machine lands on both sides alike instead of on whichever ran second.
+    """
+    print(f"auth cell: reviews go to {review.label}", flush=True)
+    header = {"Authorization": f"Bearer {review.token}"}
+    targets: list[Target] = []
+    for label, extra in (
+        ("ours-noauth", {}),
+        ("ours-auth", {"AUTH_ENABLED": "true", **review.env}),
+    ):
+        port = free_port()
+        env = {**ours_env, **extra, "PORT": str(port), "MODEL_NAME": "iris"}
+        # The unauthenticated server gets the header too, so both parse the same bytes.
+        targets.append(
+            Target(
+                label, ours_cmd, env, "/ready", "/v1/models/iris:predict", v1_body, port,
+                logs / f"{label}.log", headers=header,
+            )
+        )  # fmt: skip
+    merged: dict[str, dict[tuple[int, int], Result | None]] = {
+        t.label: dict.fromkeys(AUTH_CELLS) for t in targets
+    }
+    try:
+        for t in targets:
+            t.start()
+            t.wait_ready()
+        for conc, rows in AUTH_CELLS:
+            for _ in range(rounds):
+                for t in targets:
+                    r = asyncio.run(
+                        run_load(
+                            t.port,
+                            t.path,
+                            t.body(rows),
+                            concurrency=conc,
+                            duration_s=duration / rounds,
+                            max_requests=max_requests // rounds,
+                            warmup_s=min(1.0, duration / rounds / 4),
+                            headers=t.headers,
+                        )
+                    )
+                    merged[t.label][(conc, rows)] = _merge(merged[t.label][(conc, rows)], r)
+            for t in targets:
+                res = merged[t.label][(conc, rows)]
+                assert res is not None
+                bad = {s: n for s, n in res.statuses.items() if s != 200}
+                note = f"  (errors: {res.errors}, non-200: {bad})" if res.errors or bad else ""
+                print(f"  {t.label:<14} c={conc:<3} rows={rows:<4} {fmt_cell(res)}{note}")
+        print(f"  ours-auth decisions: {auth_counts(targets[1].port)}", flush=True)
+    finally:
+        for t in targets:
+            t.stop()
+    return {
+        label: {cell: r for cell, r in cells.items() if r is not None}
+        for label, cells in merged.items()
+    }
+
+
+def print_auth_summary(results: dict[str, dict[tuple[int, int], Result]], where: str) -> None:
+    if not {"ours-noauth", "ours-auth"} <= results.keys():
+        return
+    print(f"auth (V1, 1 row; reviews against {where}):")
+    for cell in AUTH_CELLS:
+        plain, auth = results["ours-noauth"][cell], results["ours-auth"][cell]
+        print(f"  c={cell[0]:<3} no auth   {fmt_cell(plain)}")
+        print(f"  c={cell[0]:<3} auth      {fmt_cell(auth)}")
+        print(
+            f"  c={cell[0]:<3} auth/no auth: throughput {auth.rps / plain.rps:5.3f}x, "
+            f"p50 {(auth.pct(0.5) - plain.pct(0.5)) * 1e3:+.3f} ms, "
+            f"p99 {(auth.pct(0.99) - plain.pct(0.99)) * 1e3:+.3f} ms"
+        )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per cell (max 20)")
@@ -266,7 +549,21 @@ def main() -> int:
         "predict is cheap, so HTTP overhead dominates",
     )
     ap.add_argument(
-        "--only", default="", help="comma-separated subset: ours,naive-fastapi,floor-asgi,mlserver"
+        "--only",
+        default="",
+        help="comma-separated subset: ours,naive-fastapi,floor-asgi,mlserver,auth",
+    )
+    ap.add_argument(
+        "--auth-rounds",
+        type=int,
+        default=5,
+        help="the auth cell alternates no-auth and auth this many times per cell",
+    )
+    ap.add_argument(
+        "--auth-kubeconfig",
+        type=Path,
+        help="admin kubeconfig of a control plane for the auth cell's reviews "
+        "(default: a loopback review stub)",
     )
     args = ap.parse_args()
     duration = min(args.duration, 20.0)
@@ -326,8 +623,8 @@ def main() -> int:
         if exe is not None:
             targets.append(mlserver_target(exe, model_path, logs))
 
-    if args.only:
-        wanted = {w.strip() for w in args.only.split(",")}
+    wanted = {w.strip() for w in args.only.split(",")} if args.only else set()
+    if wanted:
         targets = [
             t for t in targets if t.label in wanted or (t.label == "ours-v1" and "ours" in wanted)
         ]
@@ -348,13 +645,32 @@ def main() -> int:
             print(f"SKIPPING {t.label}: {exc}")
         finally:
             t.stop()
+    auth_where = ""
+    if not wanted or "auth" in wanted:
+        review = (
+            cluster_review_api(args.auth_kubeconfig, WORK)
+            if args.auth_kubeconfig
+            else stub_review_api(WORK)
+        )
+        auth_where = review.label
+        try:
+            results.update(
+                run_auth_cells(
+                    ours_cmd, ours_env, review, logs, duration, args.max_requests, args.auth_rounds
+                )
+            )
+        except RuntimeError as exc:
+            print(f"SKIPPING auth: {exc}")
+        finally:
+            review.close()
 
     print("\nsummary (req/s, p50, p99); ratios are throughput x and p99 ratio (baseline/ours)")
     pairs = [("ours-v1", "naive-fastapi"), ("ours-v2", "mlserver")]
     for conc, rows in CELLS:
         print(f"c={conc} rows={rows}:")
         for label, res in results.items():
-            print(f"  {label:<14} {fmt_cell(res[(conc, rows)])}")
+            if (conc, rows) in res:
+                print(f"  {label:<14} {fmt_cell(res[(conc, rows)])}")
         for ours, base in pairs:
             if ours in results and base in results:
                 o, b = results[ours][(conc, rows)], results[base][(conc, rows)]
@@ -389,6 +705,7 @@ def main() -> int:
                             f"(ours adds {own_ms - floor_ms:+.2f} ms)"
                         )
                 print(line)
+    print_auth_summary(results, auth_where)
     return 0
 
 

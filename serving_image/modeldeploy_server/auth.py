@@ -64,7 +64,9 @@ MAX_CONCURRENT_REVIEWS = 16
 # "API server unavailable" is logged at most this often; under load every request would say it.
 UNAVAILABLE_LOG_EVERY_S = 10.0
 # RFC 6750 token68 characters (plus '=' padding): anything else in a bearer value is malformed.
-_TOKEN_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=")
+# Checked with bytes.translate (a C loop, ~1 µs for a 1.5 kB token) rather than a set: a
+# frozenset's issuperset costs ~30 µs per token, which is the hot path's whole budget.
+_TOKEN_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/="
 
 Outcome = Literal["allowed", "unauthenticated", "forbidden", "unavailable"]
 OUTCOMES: tuple[Outcome, ...] = ("allowed", "unauthenticated", "forbidden", "unavailable")
@@ -197,6 +199,18 @@ def bearer_token(values: Sequence[bytes], realm: bytes) -> str | Decision:
 
     ``values`` are every Authorization header of the request (ASGI keeps repeats apart).
     """
+    token = split_bearer(values, realm)
+    if isinstance(token, Decision):
+        return token
+    return malformed(token, realm) or token.decode("ascii")
+
+
+def split_bearer(values: Sequence[bytes], realm: bytes) -> bytes | Decision:
+    """The one bearer value, checked only for what costs nothing (count, scheme, length).
+
+    The character check (``malformed``) waits for a cache miss: a cached token was checked when
+    it was first seen, and the hot path is a cache hit.
+    """
     if not values:
         return _unauthenticated(
             "missing bearer token: this model requires `Authorization: Bearer <token>` "
@@ -228,14 +242,19 @@ def bearer_token(values: Sequence[bytes], realm: bytes) -> str | Decision:
             realm,
             invalid=True,
         )
-    if not _TOKEN_CHARS.issuperset(token):
+    return token
+
+
+def malformed(token: bytes, realm: bytes) -> Decision | None:
+    """The 401 for a bearer value with characters no token has (RFC 6750 token68), else None."""
+    if token.translate(None, _TOKEN_CHARS):  # anything left is a character not allowed
         return _unauthenticated(
             "the bearer token has characters a token can't have (RFC 6750 token68): send the "
             "token exactly as `kubectl create token` printed it",
             realm,
             invalid=True,
         )
-    return token.decode("ascii")
+    return None
 
 
 def _unauthenticated(message: str, realm: bytes, *, invalid: bool = False) -> Decision:
@@ -340,20 +359,26 @@ class Reviewer:
     # -- the one entry point ---------------------------------------------------------------
     async def authorize(self, authorization: Sequence[bytes]) -> Decision:
         """The decision for a request carrying these Authorization header values."""
-        token = bearer_token(authorization, self.realm)
-        if isinstance(token, Decision):
-            self._counted[(token.outcome, "miss")].inc()
-            return token
-        key = hashlib.sha256(token.encode("ascii")).digest()
+        raw = split_bearer(authorization, self.realm)
+        if isinstance(raw, Decision):
+            self._counted[(raw.outcome, "miss")].inc()
+            return raw
+        key = hashlib.sha256(raw).digest()
         cached = self.cache.get(key)
-        if cached is not None:
+        if cached is not None:  # the hot path: ~3 µs for a 1.5 kB token
             self._counted[(cached.outcome, "hit")].inc()
             return cached
         task = self._inflight.get(key)
         how = "coalesced"
         if task is None:
+            bad = malformed(raw, self.realm)
+            if bad is not None:
+                self._counted[(bad.outcome, "miss")].inc()
+                return bad
             how = "miss"
-            task = asyncio.get_running_loop().create_task(self._review_and_cache(key, token))
+            task = asyncio.get_running_loop().create_task(
+                self._review_and_cache(key, raw.decode("ascii"))
+            )
             self._inflight[key] = task
         # shield: a client that hangs up must not cancel the review others are waiting for.
         decision = await asyncio.shield(task)
