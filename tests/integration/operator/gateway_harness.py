@@ -45,11 +45,14 @@ from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 from operator_harness import (
+    CONVERGE_S,
     LABEL_INSTANCE,
     LABEL_TRACK,
     REPO_ROOT,
     Cluster,
+    NotConvergedError,
     Obj,
+    T,
     free_port,
     wait_until,
 )
@@ -121,7 +124,7 @@ def _tail(path: Path, lines: int = 60) -> str:
 
 def _answers_200(proc: subprocess.Popen[bytes], log: Path, url: str) -> bool:
     """True once `url` answers 200; fails (with the log's tail) when the process has exited."""
-    assert proc.poll() is None, f"{proc.args} exited ({proc.returncode}):\n{_tail(log)}"
+    assert proc.poll() is None, f"{proc.args!r} exited ({proc.returncode}):\n{_tail(log)}"
     try:
         with httpx.Client(trust_env=False, timeout=2) as c:
             return c.get(url).status_code == 200
@@ -448,16 +451,16 @@ class PodAddresses:
                 pods = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector)
                 for pod in pods.items:
                     self._assign(pod)
-                w = k8s_watch.Watch()
-                for ev in w.stream(
+                w = k8s_watch.Watch()  # type: ignore[no-untyped-call]
+                for ev in w.stream(  # type: ignore[no-untyped-call]
                     self.core.list_namespaced_pod,
                     self.namespace,
                     label_selector=self.selector,
-                    resource_version=pods.metadata.resource_version,
+                    resource_version=pods.metadata.resource_version if pods.metadata else None,
                     timeout_seconds=5,
                 ):
                     if self._stop.is_set():
-                        w.stop()
+                        w.stop()  # type: ignore[no-untyped-call]
                         break
                     if ev["type"] in ("ADDED", "MODIFIED"):
                         self._assign(ev["object"])
@@ -486,16 +489,22 @@ def ready_endpoints(discovery: k8s.DiscoveryV1Api, namespace: str, service: str)
     return sorted(out)
 
 
-def check_local_route(address: str) -> None:
-    """Refuses an address whose route would leave the machine (through the default route's
-    device): the tests send traffic only to addresses on this machine."""
+def routed_locally(address: str) -> bool:
+    """True when traffic to `address` stays on this machine: loopback, blackholed, or routed
+    through any device but the default route's (a bridge, a veth)."""
+    ip = ipaddress.ip_address(address)
+    if ip.is_loopback:
+        return True
     routes = json.loads(_run(["ip", "-j", "-4", "route", "show", "default"]))
     uplinks = {r.get("dev") for r in routes}
     got = json.loads(_run(["ip", "-j", "route", "get", address]))[0]
-    ip = ipaddress.ip_address(address)
-    if got.get("type") == "blackhole" or ip.is_loopback:
-        return
-    assert got.get("dev") not in uplinks, f"{address} would leave the machine: {got}"
+    return bool(got.get("type") == "blackhole" or got.get("dev") not in uplinks)
+
+
+def check_local_route(address: str) -> None:
+    """Refuses an address whose route would leave the machine: the tests send traffic only to
+    addresses on this machine."""
+    assert routed_locally(address), f"{address} would leave the machine through the default route"
 
 
 # ------------------------------------------------------------------------------ Traefik
@@ -659,6 +668,7 @@ class TraefikGateway:
             "--global.checknewversion=false",
             "--global.sendanonymoususage=false",
             "--log.level=" + os.environ.get("MODELDEPLOY_TEST_TRAEFIK_LOG_LEVEL", "INFO"),
+            "--log.nocolor=true",  # the log is quoted in failure messages
             f"--entrypoints.web.address={self.address}:{self.web_port}",
             f"--entrypoints.traefik.address={self.address}:{self.admin_port}",
             "--ping=true",
@@ -683,13 +693,20 @@ class TraefikGateway:
                     env=env,
                     start_new_session=True,
                 )
-        wait_until(self._pinged, f"Traefik's /ping at {self.admin_url}{self._explain()}", 60)
+        self.wait(self._pinged, f"Traefik's /ping at {self.admin_url}", 60)
         self._apply(gateway_objects(self.namespace, self.name, self.web_port, self.LISTENER))
-        wait_until(
+        self.wait(
             lambda: self.gateway_condition("Programmed").get("status") == "True",
-            f"Gateway {self.namespace}/{self.name} Programmed by Traefik{self._explain()}",
+            f"Gateway {self.namespace}/{self.name} Programmed by Traefik",
             90,
         )
+
+    def wait(self, probe: Callable[[], T | bool | None], what: str, timeout: float) -> T:
+        """wait_until, failing with what Traefik has and said at the deadline."""
+        try:
+            return wait_until(probe, what, timeout)
+        except NotConvergedError as e:
+            raise NotConvergedError(f"{e}{self.explain()}") from None
 
     def _pinged(self) -> bool:
         assert self.proc is not None
@@ -821,7 +838,9 @@ def rules_of(route: Obj) -> list[Obj]:
     ]
 
 
-def wait_route(gw: TraefikGateway, namespace: str, model: str, percent: int) -> Obj:
+def wait_route(
+    gw: TraefikGateway, namespace: str, model: str, percent: int, timeout: float = CONVERGE_S
+) -> Obj:
     """The operator's HTTPRoute, once it holds the contract's rules for `percent` and Traefik has
     accepted that generation with every backend resolved."""
 
@@ -837,7 +856,7 @@ def wait_route(gw: TraefikGateway, namespace: str, model: str, percent: int) -> 
         )
         return route if ok else None
 
-    return wait_until(accepted, f"HTTPRoute {namespace}/{model} at {percent}%{gw.explain()}")
+    return gw.wait(accepted, f"HTTPRoute {namespace}/{model} at {percent}%", timeout)
 
 
 def wait_traefik_runs(
@@ -858,7 +877,7 @@ def wait_traefik_runs(
         assert weights == expected_weights(percent), f"Traefik's weights {weights}"
         return True
 
-    wait_until(runs, f"Traefik to run the route at {percent}%{gw.explain()}", timeout)
+    gw.wait(runs, f"Traefik to run the route at {percent}%", timeout)
 
 
 # ------------------------------------------------------------------------------ traffic
