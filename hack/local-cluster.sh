@@ -224,9 +224,14 @@ cmd_up() {
 
   md::log "starting kube-controller-manager, kube-scheduler"
   local kcm="$KCFGS/controller-manager.kubeconfig" sch="$KCFGS/scheduler.kubeconfig"
-  # kwok's default node heartbeat comes every 20-45 s (+ processing), which can exceed the default
-  # 50 s grace period: the node would flap NotReady and the node-lifecycle controller would mark
-  # every pod NotReady for good (kwok only sets Ready once). A 5 min grace period keeps it steady.
+  # kwok keeps its node alive with a Lease only when given --node-lease-duration-seconds (below);
+  # with a --config of pod stages alone it picks a stage that refreshes node status every
+  # 600-1210 s and no Lease, so after the grace period the node controller marks the node and
+  # every pod NotReady for good (kwok only sets Ready once). The 5 min grace period is a second
+  # guard against a slow heartbeat on a loaded machine.
+  # --kube-api-qps/burst: the controller-manager's default 20 QPS caps the Deployment and
+  # ReplicaSet controllers at ~20 writes/s, i.e. ~150 s for 500 ModelDeployments to roll out
+  # (bench/operator_scale.py); kwokctl uses 5000 for its fake clusters, 100/200 is plenty here.
   md::start kube-controller-manager "$BIN_DIR/kube-controller-manager" \
     --kubeconfig "$kcm" --authentication-kubeconfig "$kcm" --authorization-kubeconfig "$kcm" \
     --bind-address 127.0.0.1 --secure-port "$KCM_PORT" --leader-elect=false \
@@ -236,10 +241,12 @@ cmd_up() {
     --service-cluster-ip-range "$SERVICE_CIDR" \
     --horizontal-pod-autoscaler-sync-period 5s \
     --horizontal-pod-autoscaler-downscale-stabilization 30s \
-    --node-monitor-grace-period 5m
+    --node-monitor-grace-period 5m \
+    --kube-api-qps 100 --kube-api-burst 200
   md::start kube-scheduler "$BIN_DIR/kube-scheduler" \
     --kubeconfig "$sch" --authentication-kubeconfig "$sch" --authorization-kubeconfig "$sch" \
-    --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --leader-elect=false
+    --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --leader-elect=false \
+    --kube-api-qps 100 --kube-api-burst 200
 
   md::log "starting kwok (fake node $NODE_NAME)"
   md::start kwok "$BIN_DIR/kwok" --kubeconfig "$KCFGS/kwok.kubeconfig" \
@@ -247,7 +254,8 @@ cmd_up() {
     --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
     --cidr 10.244.0.0/17 --node-ip 10.0.0.1 \
     --server-address "127.0.0.1:$KWOK_PORT" \
-    --config "$STATE_DIR/kwok-stages.yaml"
+    --config "$STATE_DIR/kwok-stages.yaml" \
+    --node-lease-duration-seconds 40
   "${KUBECTL[@]}" apply -f "$STATE_DIR/kwok-node.yaml" >/dev/null
   md::wait_for "kube-controller-manager /healthz" 60 kube-controller-manager \
     healthy kube-controller-manager
