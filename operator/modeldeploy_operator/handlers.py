@@ -1,6 +1,6 @@
 """The kopf wiring: which events lead to ``reconcile()``, and how kopf itself is configured.
 
-The only module that imports kopf. Every entry point (create, update, resume, the drift timer and
+The only module that imports kopf. Every entry point (create, update, resume, the resync loop and
 the watches on the children) funnels into ``Runtime.run``, which serialises work per
 ModelDeployment, always re-reads the object (a handler's body may be older than our own last
 status write) and runs the synchronous reconcile in a worker thread.
@@ -10,6 +10,12 @@ under ``modeldeploy.io`` from day one (changing the storage later re-runs every 
 finalizer is ever added (there are no delete handlers; children go by garbage collection, so a
 stopped operator never blocks a delete), kopf posts only warnings as Events (our own Events say
 what changed), and watches time out on both ends so a silently dropped connection is noticed.
+
+The periodic resync is our own loop over the ModelDeployments the watch has shown, not
+``@kopf.timer``: kopf puts a finalizer on every object a timer or daemon serves (so it can stop
+it at deletion), and a finalizer would make every delete wait for a running operator. Child
+events from kopf's (re-)listings (``type`` None, every watch reconnect) change nothing, so they
+start no run; a change missed in a watch gap is the resync loop's to find.
 """
 
 from __future__ import annotations
@@ -90,6 +96,9 @@ class Runtime:
     kube: Kube
     locks: PerObjectLocks = field(default_factory=PerObjectLocks)
     queued: set[Key] = field(default_factory=set)  # runs waiting for the lock (coalesced)
+    known: set[Key] = field(default_factory=set)  # ModelDeployments that exist, from the watch
+    cluster_children: dict[str, dict[str, Any]] = field(default_factory=dict)  # by name
+    resync_task: asyncio.Task[None] | None = None
     reconciles: int = 0
     writes: int = 0
     last_success: float = 0.0
@@ -119,6 +128,58 @@ class Runtime:
         if outcome.retry is not None:
             raise outcome.retry
         self.last_success = time.time()
+
+    def seen(self, event_type: str | None, key: Key) -> None:
+        """A ModelDeployment event (None: kopf's listing): keep ``known`` to what exists."""
+        if event_type == "DELETED":
+            self.known.discard(key)
+        else:
+            self.known.add(key)
+
+    def cluster_child_seen(self, event_type: str | None, body: dict[str, Any]) -> None:
+        name = str((body.get("metadata") or {}).get("name"))
+        if event_type == "DELETED":
+            self.cluster_children.pop(name, None)
+        else:
+            self.cluster_children[name] = body
+
+    async def resync_once(self, spread_over: float = 0.0) -> int:
+        """Reconciles every known ModelDeployment once and sweeps orphaned cluster-scoped
+        children, spreading the runs over ``spread_over`` seconds so a large fleet is not one
+        burst. Returns how many runs it started. Failures are logged and retried next round."""
+        keys = sorted(self.known)
+        gap = spread_over / len(keys) if keys else 0.0
+        started = 0
+        for key in keys:
+            if key not in self.known:
+                continue  # deleted meanwhile
+            try:
+                await self.run(*key, coalesce=True)
+            except (ApiError, InvalidSpecError) as e:
+                log.warning("resync of %s/%s failed: %s", *key, e)
+            started += 1
+            if gap:
+                await asyncio.sleep(gap)
+        for child in list(self.cluster_children.values()):
+            owner = cluster_owner(child)
+            if owner is not None:
+                try:
+                    await self.sweep(*owner, child)
+                except ApiError as e:
+                    log.warning("sweep of %s failed: %s", child["metadata"]["name"], e)
+        return started
+
+    async def resync_forever(self) -> None:
+        """The level-based safety net: every resync interval, every object once (hand edits of
+        unwatched children, missed events, watch gaps, orphaned bindings)."""
+        interval = self.settings.resync_seconds
+        while True:
+            await asyncio.sleep(interval)
+            started = time.monotonic()
+            await self.resync_once(spread_over=interval / 2)
+            log.debug(
+                "resync of %d objects took %.1fs", len(self.known), time.monotonic() - started
+            )
 
     async def sweep(self, namespace: str, name: str, child: dict[str, Any]) -> bool:
         """Deletes a cluster-scoped child whose ModelDeployment no longer wants it; True if so."""
@@ -165,6 +226,13 @@ def configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> N
     settings.peering.standalone = True
 
 
+def cluster_owner(body: Any) -> Key | None:
+    """Cluster-scoped children have no ownerReference: the owner labels say whose they are."""
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    namespace, name = labels.get(LABEL_OWNER_NAMESPACE), labels.get(LABEL_OWNER_NAME)
+    return (str(namespace), str(name)) if namespace and name else None
+
+
 def _owner_name(body: Any) -> str | None:
     """The ModelDeployment controlling a child, by ownerReference (labels can be edited away)."""
     for ref in body.get("metadata", {}).get("ownerReferences") or []:
@@ -184,8 +252,14 @@ def make_registry(rt: Runtime) -> kopf.OperatorRegistry:
         return info
 
     @kopf.on.startup(registry=registry)
-    def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_kopf(settings, rt.settings)
+        rt.resync_task = asyncio.create_task(rt.resync_forever(), name="modeldeploy-resync")
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        if rt.resync_task is not None:
+            rt.resync_task.cancel()
 
     @kopf.on.probe(id="reconciles", registry=registry)
     def probe(**_: Any) -> dict[str, Any]:
@@ -197,17 +271,10 @@ def make_registry(rt: Runtime) -> kopf.OperatorRegistry:
     async def on_change(namespace: str | None, name: str, **_: Any) -> None:
         await _guarded(rt, namespace or "", name)
 
-    @kopf.on.timer(
-        GROUP,
-        VERSION,
-        PLURAL,
-        id="drift",
-        interval=rt.settings.resync_seconds,
-        initial_delay=rt.settings.resync_seconds,
-        registry=registry,
-    )
-    async def drift(namespace: str | None, name: str, **_: Any) -> None:
-        await _guarded(rt, namespace or "", name, coalesce=True)
+    # What exists, for the resync loop (kopf's own timers would add a finalizer to every object).
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    def model_deployment_seen(type: str | None, namespace: str | None, name: str, **_: Any) -> None:
+        rt.seen(type, (namespace or "", name))
 
     @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS, registry=registry)
     # Without the Gateway API CRDs kopf logs that httproutes cannot be served, and goes on.
@@ -217,16 +284,12 @@ def make_registry(rt: Runtime) -> kopf.OperatorRegistry:
     @kopf.on.event(
         group="", version="v1", plural="services", labels=CHILD_LABELS, registry=registry
     )
-    async def child_changed(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    async def child_changed(
+        type: str | None, body: kopf.Body, namespace: str | None, **_: Any
+    ) -> None:
         owner = _owner_name(body)
-        if owner and namespace:
+        if owner and namespace and type is not None:
             await _kick(rt, namespace, owner)
-
-    def owner_of_cluster_child(body: kopf.Body) -> tuple[str, str] | None:
-        # Cluster-scoped children have no ownerReference: the owner labels say whose they are.
-        labels = body.get("metadata", {}).get("labels") or {}
-        namespace, owner = labels.get(LABEL_OWNER_NAMESPACE), labels.get(LABEL_OWNER_NAME)
-        return (namespace, owner) if namespace and owner else None
 
     @kopf.on.event(
         "rbac.authorization.k8s.io",
@@ -235,46 +298,32 @@ def make_registry(rt: Runtime) -> kopf.OperatorRegistry:
         labels=CHILD_LABELS,
         registry=registry,
     )
-    async def cluster_child_changed(body: kopf.Body, **_: Any) -> None:
-        owner = owner_of_cluster_child(body)
-        if owner is None:
+    async def cluster_child_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
+        rt.cluster_child_seen(type, dict(body))
+        owner = cluster_owner(body)
+        if owner is None or type == "DELETED":
+            if owner is not None:
+                await _kick(rt, *owner)  # put back a binding deleted by hand, if still wanted
             return
         try:
-            if not await rt.sweep(*owner, dict(body)):
+            if not await rt.sweep(*owner, dict(body)) and type is not None:
                 await rt.run(*owner, coalesce=True)
         except (ApiError, InvalidSpecError) as e:
             log.warning("handling %s %s failed: %s", body.get("kind"), body["metadata"]["name"], e)
 
-    # Level-based clean-up: a binding whose ModelDeployment went while the operator was down (or
-    # whose delete event was missed) is found here, without a finalizer on the ModelDeployment.
-    @kopf.timer(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "clusterrolebindings",
-        id="orphans",
-        labels=CHILD_LABELS,
-        interval=rt.settings.resync_seconds,
-        registry=registry,
-    )
-    async def cluster_child_orphaned(body: kopf.Body, **_: Any) -> None:
-        owner = owner_of_cluster_child(body)
-        if owner is not None:
-            try:
-                await rt.sweep(*owner, dict(body))
-            except ApiError as e:
-                raise _temporary(e) from e
-
     @kopf.on.event(group="", version="v1", plural="pods", labels=CHILD_LABELS, registry=registry)
-    async def pod_changed(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    async def pod_changed(
+        type: str | None, body: kopf.Body, namespace: str | None, **_: Any
+    ) -> None:
         owner = (body.get("metadata", {}).get("labels") or {}).get(LABEL_INSTANCE)
-        if owner and namespace:
+        if owner and namespace and type is not None:
             await _kick(rt, namespace, owner)
 
     return registry
 
 
 async def _kick(rt: Runtime, namespace: str, name: str) -> None:
-    # Event handlers are not retried by kopf; a failure here is picked up by the timer.
+    # Event handlers are not retried by kopf; a failure here is picked up by the resync loop.
     try:
         await rt.run(namespace, name, coalesce=True)
     except (ApiError, InvalidSpecError) as e:

@@ -106,7 +106,7 @@ RULES: Final = (
         "poddisruptionbudgets",
         ("get", "create", "patch", "delete"),
         "the PodDisruptionBudget per track; delete it with its track or when "
-        "`spec.disruptionBudget.enabled` is false (not watched: the drift timer restores it)",
+        "`spec.disruptionBudget.enabled` is false (not watched: the resync loop restores it)",
     ),
     Rule(
         "gateway.networking.k8s.io",

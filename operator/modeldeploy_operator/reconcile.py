@@ -1,6 +1,6 @@
 """The one idempotent reconcile path: observe, plan, write the difference, compute status.
 
-Create, update, resume, the drift timer and the child watches all end here. There is no "first
+Create, update, resume, the resync loop and the child watches all end here. There is no "first
 run": a ModelDeployment with no children and one with every child in place go through the same
 steps, and the second run over an unchanged object performs no write at all (reads only).
 

@@ -1,7 +1,7 @@
 """The operator's own knobs, read once from the environment with pydantic-settings.
 
 Everything a cluster admin may want to tune per installation (the default server image, probe
-budgets, the drift-check interval) lives here so the pure builders receive one typed value instead
+budgets, the resync interval) lives here so the pure builders receive one typed value instead
 of reading the environment themselves, and a typo in a variable fails at start, by name.
 """
 
@@ -56,7 +56,7 @@ class OperatorSettings(BaseSettings):
         None, description="sizeLimit of the model emptyDir (unset = node default)."
     )
     resync_seconds: float = Field(
-        60.0, gt=0, description="Interval of the drift timer that re-reconciles every object."
+        60.0, gt=0, description="Interval of the resync loop that re-reconciles every object."
     )
     # An integer: the API server rejects a fractional ?timeoutSeconds= with 400 BadRequest.
     watch_server_timeout: int = Field(

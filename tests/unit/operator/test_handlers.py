@@ -26,13 +26,20 @@ def test_handlers_cover_every_entry_point() -> None:
     changing = reg._changing.get_all_handlers()
     assert {h.id for h in changing} == {"reconcile"}
     assert len(changing) == 3  # create, update, resume
-    spawning = reg._spawning.get_all_handlers()
-    assert sorted(h.id for h in spawning) == ["drift", "orphans"]
+    # No timers or daemons: kopf adds a finalizer to every object one of those serves.
+    assert reg._spawning.get_all_handlers() == []
     watched = {
         h.selector.plural or h.selector.any_name  # type: ignore[union-attr]
         for h in reg._watching.get_all_handlers()
     }
-    assert watched == {"deployments", "services", "pods", "httproutes", "clusterrolebindings"}
+    assert watched == {
+        "modeldeployments",
+        "deployments",
+        "services",
+        "pods",
+        "httproutes",
+        "clusterrolebindings",
+    }
     activities = {h.activity for h in reg._activities.get_all_handlers()}
     assert "authentication" in {str(a) for a in activities}  # an explicit registry needs a login
 
@@ -163,3 +170,82 @@ def test_api_errors_become_temporary_errors_with_a_delay() -> None:
     assert _temporary(ApiError(409, "Conflict", "x")).delay == 2
     assert _temporary(ApiError(503, "ServiceUnavailable", "x")).delay == 10
     assert _temporary(ApiError(403, "Forbidden", "x")).delay == 60
+
+
+def test_no_handler_makes_kopf_add_a_finalizer() -> None:
+    reg = registry()
+    handlers = [
+        *reg._changing.get_all_handlers(),
+        *reg._spawning.get_all_handlers(),
+        *reg._watching.get_all_handlers(),
+    ]
+    assert handlers
+    assert not any(getattr(h, "requires_finalizer", False) for h in handlers)
+
+
+class RunCountingKube(CountingKube):
+    """get_model_deployment answers: a known object whose reconcile fails at once (no cluster)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[tuple[str, str]] = []
+
+    def get_model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.asked.append((namespace, name))
+        return None
+
+
+def test_resync_runs_every_known_object_once_and_forgets_deleted_ones() -> None:
+    kube = RunCountingKube()
+    rt = Runtime(settings=OperatorSettings(), kube=kube)  # type: ignore[arg-type]
+    for i in range(5):
+        rt.seen(None, ("ns", f"md-{i}"))  # kopf's initial listing
+    rt.seen("ADDED", ("other", "x"))
+    rt.seen("DELETED", ("ns", "md-3"))
+    started = asyncio.run(rt.resync_once())
+    assert started == 5
+    assert sorted(kube.asked) == [
+        ("ns", "md-0"),
+        ("ns", "md-1"),
+        ("ns", "md-2"),
+        ("ns", "md-4"),
+        ("other", "x"),
+    ]
+    assert len(rt.locks) == 0
+
+
+def test_resync_sweeps_known_cluster_children() -> None:
+    from conftest import make_md
+    from modeldeploy_operator import builders
+
+    binding = builders.auth_binding(make_md(auth={}))
+    binding["metadata"]["uid"] = "crb-1"
+    deleted: list[str] = []
+
+    class Gone(RunCountingKube):
+        def delete(self, kind: str, namespace: str, name: str, uid: str | None) -> None:
+            deleted.append(name)
+
+    rt = Runtime(settings=OperatorSettings(), kube=Gone())  # type: ignore[arg-type]
+    rt.cluster_child_seen(None, binding)
+    asyncio.run(rt.resync_once())
+    assert deleted == ["modeldeploy-auth.default.iris"]  # its ModelDeployment is gone
+    rt.cluster_child_seen("DELETED", binding)
+    assert rt.cluster_children == {}
+
+
+def test_listing_events_of_children_start_no_run() -> None:
+    """A watch reconnect re-lists every child (type None): nothing changed, so no reconcile."""
+    kube = RunCountingKube()
+    rt = Runtime(settings=OperatorSettings(), kube=kube)  # type: ignore[arg-type]
+    reg = make_registry(rt)
+    pods = next(h for h in reg._watching.get_all_handlers() if h.selector.plural == "pods")  # type: ignore[union-attr]
+    body = {"metadata": {"name": "p", "labels": {"app.kubernetes.io/instance": "iris"}}}
+
+    async def deliver(event_type: str | None) -> None:
+        await pods.fn(type=event_type, body=body, namespace="ns")
+
+    asyncio.run(deliver(None))
+    assert kube.asked == []
+    asyncio.run(deliver("MODIFIED"))
+    assert kube.asked == [("ns", "iris")]

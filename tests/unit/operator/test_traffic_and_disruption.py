@@ -19,6 +19,7 @@ GATEWAY = {
 }
 CANARY = {"storageUri": "s3://m/v2.joblib", "trafficPercent": 10}
 
+
 def backend(name: str, weight: int) -> dict[str, Any]:
     return {"group": "", "kind": "Service", "name": name, "port": 80, "weight": weight}
 
