@@ -17,6 +17,8 @@ cd "$(dirname "$0")/.."
 
 bash hack/bootstrap.sh
 bash hack/build-k8s.sh core >/dev/null
+# Traefik and the Gateway API CRDs for the gateway tests: cached here so no test downloads.
+bash hack/build-gateway.sh >/dev/null
 
 # The scripts are code the tests stand on: every finding (style included) fails the run. -x follows
 # the `source` of hack/lib/util.sh, so a misused helper is caught in the script that misuses it.
