@@ -24,9 +24,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 
@@ -44,7 +45,7 @@ from modeldeploy_operator.api import (
 from modeldeploy_operator.errors import ApiError, ObjectGoneError
 from modeldeploy_operator.kube import Kube, load_api_client
 from modeldeploy_operator.plan import orphan_reason
-from modeldeploy_operator.reconcile import InvalidSpecError, reconcile
+from modeldeploy_operator.reconcile import InvalidSpecError, Outcome, reconcile
 from modeldeploy_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ CHILD_LABELS = {LABEL_MANAGED_BY: MANAGED_BY}
 
 
 Key = tuple[str, str]  # (namespace, name)
+T = TypeVar("T")
 
 
 @dataclass
@@ -99,6 +101,7 @@ class Runtime:
     known: set[Key] = field(default_factory=set)  # ModelDeployments that exist, from the watch
     cluster_children: dict[str, dict[str, Any]] = field(default_factory=dict)  # by name
     resync_task: asyncio.Task[None] | None = None
+    pool: ThreadPoolExecutor | None = None
     reconciles: int = 0
     writes: int = 0
     last_success: float = 0.0
@@ -113,14 +116,13 @@ class Runtime:
             self.queued.add(key)
         async with self.locks.hold(key):
             self.queued.discard(key)
-            body = await asyncio.to_thread(self.kube.get_model_deployment, namespace, name)
-            if body is None or body["metadata"].get("deletionTimestamp"):
-                return  # gone or going: the garbage collector removes the children
             try:
-                outcome = await asyncio.to_thread(reconcile, self.kube, body, self.settings)
+                outcome = await self._in_worker(self._read_and_reconcile, namespace, name)
             except ObjectGoneError as e:
                 log.debug("%s/%s: stopped reconciling: %s", namespace, name, e)
                 return
+            if outcome is None:
+                return  # gone or going: the garbage collector removes the children
             self.reconciles += 1
             self.writes += len(outcome.writes) + int(outcome.status_written)
             if outcome.writes:
@@ -128,6 +130,23 @@ class Runtime:
         if outcome.retry is not None:
             raise outcome.retry
         self.last_success = time.time()
+
+    def _read_and_reconcile(self, namespace: str, name: str) -> Outcome | None:
+        # Always re-read: a handler's body may be older than our own last status write.
+        body = self.kube.get_model_deployment(namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        return reconcile(self.kube, body, self.settings)
+
+    async def _in_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs blocking API work on the reconcile pool: its own threads (not the default
+        executor kopf's sync handlers share), as many as MODELDEPLOY_RECONCILE_WORKERS, because a
+        reconcile is a chain of round trips and waits far more than it computes."""
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(
+                self.settings.reconcile_workers, thread_name_prefix="reconcile"
+            )
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
     def seen(self, event_type: str | None, key: Key) -> None:
         """A ModelDeployment event (None: kopf's listing): keep ``known`` to what exists."""
@@ -183,13 +202,13 @@ class Runtime:
 
     async def sweep(self, namespace: str, name: str, child: dict[str, Any]) -> bool:
         """Deletes a cluster-scoped child whose ModelDeployment no longer wants it; True if so."""
-        owner = await asyncio.to_thread(self.kube.get_model_deployment, namespace, name)
+        owner = await self._in_worker(self.kube.get_model_deployment, namespace, name)
         why = orphan_reason(child, owner)
         if why is None:
             return False
         meta = child.get("metadata") or {}
         kind = str(child.get("kind") or "ClusterRoleBinding")
-        await asyncio.to_thread(self.kube.delete, kind, "", meta["name"], meta.get("uid"))
+        await self._in_worker(self.kube.delete, kind, "", meta["name"], meta.get("uid"))
         log.info("deleted %s %s: %s", kind, meta["name"], why)
         self.writes += 1
         return True
@@ -341,7 +360,9 @@ def run_operator(
     """Runs kopf with this registry until it is stopped; ``namespaces`` empty: cluster-wide."""
     kopf.configure(verbose=verbose, quiet=quiet, log_format=kopf.LogFormat[log_format.upper()])
     settings = OperatorSettings()
-    kube = Kube(load_api_client(), request_timeout=settings.api_request_timeout)
+    # One pooled connection per reconcile worker, so no worker waits for a connection.
+    client = load_api_client(connections=settings.reconcile_workers + 4)
+    kube = Kube(client, request_timeout=settings.api_request_timeout)
     registry = make_registry(Runtime(settings=settings, kube=kube))
     kopf.run(
         registry=registry,

@@ -38,17 +38,21 @@ APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 
 
-def load_api_client() -> k8s.ApiClient:
-    """KUBECONFIG (or ~/.kube/config) when present, else the in-cluster ServiceAccount."""
+def load_api_client(connections: int | None = None) -> k8s.ApiClient:
+    """KUBECONFIG (or ~/.kube/config) when present, else the in-cluster ServiceAccount.
+    ``connections``: the HTTP connection pool size (the client's default is 5 per core)."""
     kubeconfig = os.environ.get("KUBECONFIG")
     default = os.path.expanduser("~/.kube/config")
+    cfg = k8s.Configuration()
     if kubeconfig or (not os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(default)):
-        client: k8s.ApiClient = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig or None
+        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig or None, client_configuration=cfg, persist_config=False
         )
-        return client
-    k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
-    return k8s.ApiClient()
+    else:
+        k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    if connections:
+        cfg.connection_pool_maxsize = connections
+    return k8s.ApiClient(cfg)
 
 
 def _to_error(e: Exception) -> ApiError:

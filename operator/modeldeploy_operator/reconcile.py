@@ -117,6 +117,9 @@ def reconcile(
     the_plan = plan.plan(desired_children, observed, md.uid)
     errors: list[str] = []
     route_api_missing = False
+    # One Event per kind of change per run ("Created Deployment a: created; Service b: ..."), not
+    # one per child: a new ModelDeployment would otherwise cost half a dozen extra API calls.
+    done: dict[str, list[str]] = {}
     for action in the_plan.actions:
         what = f"{action.kind} {action.name}"
         try:
@@ -125,12 +128,12 @@ def reconcile(
                 observed[(action.kind, action.name)] = cluster.apply(action.manifest)
                 out.writes.append(f"apply {what}")
                 reason = "Created" if action.reason == "created" else "Updated"
-                cluster.event(body, "Normal", reason, f"{reason} {what}: {action.reason}")
+                done.setdefault(reason, []).append(f"{what}: {action.reason}")
             else:
                 cluster.delete(action.kind, ns, action.name, action.uid)
                 observed[(action.kind, action.name)] = None
                 out.writes.append(f"delete {what}")
-                cluster.event(body, "Normal", "Deleted", f"Deleted {what}: {action.reason}")
+                done.setdefault("Deleted", []).append(f"{what}: {action.reason}")
         except ApiError as e:
             if e.namespace_terminating:
                 raise ObjectGoneError(f"namespace {ns} is being deleted") from e
@@ -143,6 +146,9 @@ def reconcile(
                 continue
             # No Event per attempt: the Degraded transition announces it once.
             errors.append(f"{action.verb} {what} was rejected: {e.message}")
+
+    for reason, items in done.items():
+        cluster.event(body, "Normal", reason, f"{reason} " + "; ".join(items))
 
     pods = cluster.list_pods(ns, builders.pod_selector(md.name))
     deployments = {t.name: observed.get(("Deployment", t.deployment)) for t in tracks.active}

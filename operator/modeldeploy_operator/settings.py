@@ -55,6 +55,12 @@ class OperatorSettings(BaseSettings):
     model_dir_size_limit: str | None = Field(
         None, description="sizeLimit of the model emptyDir (unset = node default)."
     )
+    reconcile_workers: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="Reconciles running at once (threads; each is a chain of API round trips).",
+    )
     resync_seconds: float = Field(
         60.0, gt=0, description="Interval of the resync loop that re-reconciles every object."
     )
