@@ -451,6 +451,83 @@ def _merge(a: Result | None, b: Result) -> Result:
     )
 
 
+def in_process_auth_us(
+    model_path: Path, review: ReviewApi, n: int = 20_000, block: int = 100
+) -> tuple[float, float]:
+    """Per-request time of ServingApp itself (no socket, no uvicorn) without and with spec.auth,
+    a cached decision, in alternating blocks of `block` requests, median block: the CPU the check
+    adds, with less of the machine's scheduling noise than the loopback figures have."""
+    from modeldeploy_server.app import create_app
+    from modeldeploy_server.auth import Reviewer, config_from_settings
+    from modeldeploy_server.config import Settings
+    from modeldeploy_server.dataplane import DataPlane, ServingInfo
+    from modeldeploy_server.metrics import Metrics
+    from modeldeploy_server.runtime.sklearn import load_sklearn_runtime
+
+    async def run() -> tuple[float, float]:
+        apps = []
+        for auth_on in (False, True):
+            info = ServingInfo("iris", "v1", "stable", "", "", False)
+            dp = DataPlane(info, Metrics(), max_batch_rows=1024, max_wait_s=0.002)
+            await dp.set_ready(load_sklearn_runtime(model_path, "sklearn"), "")
+            reviewer = None
+            if auth_on:
+                settings = Settings(
+                    model_name="iris",
+                    auth_enabled=True,
+                    auth_cache_seconds=3600,
+                    auth_api_server=review.env["AUTH_API_SERVER"],
+                    auth_token_file=Path(review.env["AUTH_TOKEN_FILE"]),
+                    auth_ca_file=review.env.get("AUTH_CA_FILE", ""),
+                    model_namespace=review.env["MODEL_NAMESPACE"],
+                )
+                reviewer = Reviewer(config_from_settings(settings, {}), dp.metrics)
+            apps.append((create_app(dp, auth=reviewer), dp, reviewer))
+        body = v1_body(1)
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/v1/models/iris:predict",
+            "headers": [
+                (b"host", b"127.0.0.1"),
+                (b"authorization", f"Bearer {review.token}".encode()),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        statuses: list[int] = []
+
+        async def send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        for app, _, _ in apps:  # warm up, and the one review that fills the cache
+            for _ in range(200):
+                await app(dict(scope), receive, send)
+        if set(statuses) != {200}:
+            raise RuntimeError(f"in-process auth check answered {set(statuses)}")
+        # Per block, then the median block: a burst of other work lands on a few blocks.
+        spent: list[list[float]] = [[], []]
+        for _ in range(n // block):
+            for i, (app, _, _) in enumerate(apps):
+                t = time.perf_counter()
+                for _ in range(block):
+                    await app(dict(scope), receive, send)
+                spent[i].append(time.perf_counter() - t)
+        for _, dp, reviewer in apps:
+            await dp.stop()
+            if reviewer is not None:
+                await reviewer.close()
+        plain, auth = (statistics.median(s) / block * 1e6 for s in spent)
+        return plain, auth
+
+    return asyncio.run(run())
+
+
 def run_auth_cells(
     ours_cmd: list[str],
     ours_env: dict[str, str],
@@ -463,10 +540,17 @@ def run_auth_cells(
     """Ours without and with spec.auth, same model, same load, the cells alternating.
 
     Both servers run at once but only one is driven at a time (the idle one costs nothing), and
-    each cell alternates between them for `rounds` slices of duration/rounds seconds, so a busy
-    moment on the machine lands on both sides alike instead of on whichever ran second.
+    each cell alternates between them for `rounds` slices of duration/rounds seconds (the order
+    flipping every round), so a busy moment on the machine lands on both sides alike instead of
+    on whichever ran second.
     """
     print(f"auth cell: reviews go to {review.label}", flush=True)
+    plain_us, auth_us = in_process_auth_us(Path(ours_env["STORAGE_URI"]), review)
+    print(
+        f"  in process (ServingApp, V1 1 row, no socket): {plain_us:.1f} us/request without "
+        f"auth, {auth_us:.1f} us with a cached decision ({auth_us - plain_us:+.1f} us)",
+        flush=True,
+    )
     header = {"Authorization": f"Bearer {review.token}"}
     targets: list[Target] = []
     for label, extra in (
@@ -490,8 +574,11 @@ def run_auth_cells(
             t.start()
             t.wait_ready()
         for conc, rows in AUTH_CELLS:
-            for _ in range(rounds):
-                for t in targets:
+            ratios: list[float] = []
+            for i in range(rounds):
+                rps: dict[str, float] = {}
+                # Each goes first in every other round, so neither always follows the other.
+                for t in targets if i % 2 == 0 else targets[::-1]:
                     r = asyncio.run(
                         run_load(
                             t.port,
@@ -505,6 +592,10 @@ def run_auth_cells(
                         )
                     )
                     merged[t.label][(conc, rows)] = _merge(merged[t.label][(conc, rows)], r)
+                    rps[t.label] = r.rps
+                if rps.get("ours-noauth"):
+                    ratios.append(rps["ours-auth"] / rps["ours-noauth"])
+            PAIRED[(conc, rows)] = ratios
             for t in targets:
                 res = merged[t.label][(conc, rows)]
                 assert res is not None
@@ -521,6 +612,10 @@ def run_auth_cells(
     }
 
 
+# Per cell, auth/no-auth throughput of each round's adjacent pair of slices.
+PAIRED: dict[tuple[int, int], list[float]] = {}
+
+
 def print_auth_summary(results: dict[str, dict[tuple[int, int], Result]], where: str) -> None:
     if not {"ours-noauth", "ours-auth"} <= results.keys():
         return
@@ -534,6 +629,14 @@ def print_auth_summary(results: dict[str, dict[tuple[int, int], Result]], where:
             f"p50 {(auth.pct(0.5) - plain.pct(0.5)) * 1e3:+.3f} ms, "
             f"p99 {(auth.pct(0.99) - plain.pct(0.99)) * 1e3:+.3f} ms"
         )
+        ratios = sorted(PAIRED.get(cell, []))
+        if ratios:
+            # Robust to another process's burst landing on one slice: each ratio compares two
+            # slices run back to back.
+            print(
+                f"  c={cell[0]:<3} auth/no auth throughput, median of {len(ratios)} adjacent "
+                f"pairs: {statistics.median(ratios):5.3f}x (range {ratios[0]:.3f}-{ratios[-1]:.3f})"
+            )
 
 
 def main() -> int:
@@ -556,7 +659,7 @@ def main() -> int:
     ap.add_argument(
         "--auth-rounds",
         type=int,
-        default=5,
+        default=10,
         help="the auth cell alternates no-auth and auth this many times per cell",
     )
     ap.add_argument(
