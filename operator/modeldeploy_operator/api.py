@@ -61,6 +61,11 @@ RESERVED_ENV = (
     "MODEL_NAMESPACE",
     "AUTH_ENABLED",
     "AUTH_CACHE_SECONDS",
+    # where the reviews go and with which identity: overriding them would let a spec.server.env
+    # entry point spec.auth at another endpoint
+    "AUTH_API_SERVER",
+    "AUTH_TOKEN_FILE",
+    "AUTH_CA_FILE",
 )
 
 # storageUri schemes the server can read (docs/architecture.md). pvc:// needs a claim and a path.
