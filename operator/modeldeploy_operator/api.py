@@ -659,6 +659,22 @@ class ModelDeploymentStatus(_Model):
     canary: TrackStatus | None = Field(
         None, description="The canary track, while spec.canary is set."
     )
+    children: list[str] | None = Field(
+        None,
+        description=(
+            "The children that existed after the last reconcile (`Kind/name`). A reconcile reads "
+            "these and the ones the spec asks for, instead of every child the operator could "
+            "ever create; the periodic resync still reads them all."
+        ),
+        max_length=64,
+        json_schema_extra={
+            "items": {
+                "type": "string",
+                "maxLength": 320,
+                "description": "A child as Kind/name, e.g. Deployment/iris-stable.",
+            }
+        },
+    )
     conditions: list[Condition] | None = Field(
         None,
         description="Ready, Progressing and Degraded, each with a reason and an actionable message",

@@ -97,7 +97,8 @@ class Runtime:
     settings: OperatorSettings
     kube: Kube
     locks: PerObjectLocks = field(default_factory=PerObjectLocks)
-    queued: set[Key] = field(default_factory=set)  # runs waiting for the lock (coalesced)
+    # runs waiting for the lock (coalesced), and whether one of them asked for a thorough run
+    queued: dict[Key, bool] = field(default_factory=dict)
     known: set[Key] = field(default_factory=set)  # ModelDeployments that exist, from the watch
     cluster_children: dict[str, dict[str, Any]] = field(default_factory=dict)  # by name
     resync_task: asyncio.Task[None] | None = None
@@ -106,18 +107,22 @@ class Runtime:
     writes: int = 0
     last_success: float = 0.0
 
-    async def run(self, namespace: str, name: str, *, coalesce: bool = False) -> None:
+    async def run(
+        self, namespace: str, name: str, *, coalesce: bool = False, thorough: bool = False
+    ) -> None:
         """Reconciles one ModelDeployment. ``coalesce``: a burst of child events while a run is
-        already queued for the same object adds nothing (the queued run will see it all)."""
+        already queued for the same object adds nothing (the queued run will see it all; it
+        becomes thorough if any of them asked). ``thorough``: read every possible child."""
         key = (namespace, name)
         if coalesce:
             if key in self.queued:
+                self.queued[key] = self.queued[key] or thorough
                 return
-            self.queued.add(key)
+            self.queued[key] = thorough
         async with self.locks.hold(key):
-            self.queued.discard(key)
+            thorough = self.queued.pop(key, False) or thorough
             try:
-                outcome = await self._in_worker(self._read_and_reconcile, namespace, name)
+                outcome = await self._in_worker(self._read_and_reconcile, namespace, name, thorough)
             except ObjectGoneError as e:
                 log.debug("%s/%s: stopped reconciling: %s", namespace, name, e)
                 return
@@ -131,12 +136,12 @@ class Runtime:
             raise outcome.retry
         self.last_success = time.time()
 
-    def _read_and_reconcile(self, namespace: str, name: str) -> Outcome | None:
+    def _read_and_reconcile(self, namespace: str, name: str, thorough: bool) -> Outcome | None:
         # Always re-read: a handler's body may be older than our own last status write.
         body = self.kube.get_model_deployment(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
-        return reconcile(self.kube, body, self.settings)
+        return reconcile(self.kube, body, self.settings, thorough=thorough)
 
     async def _in_worker(self, fn: Callable[..., T], *args: Any) -> T:
         """Runs blocking API work on the reconcile pool: its own threads (not the default
@@ -173,7 +178,7 @@ class Runtime:
             if key not in self.known:
                 continue  # deleted meanwhile
             try:
-                await self.run(*key, coalesce=True)
+                await self.run(*key, coalesce=True, thorough=True)
             except (ApiError, InvalidSpecError) as e:
                 log.warning("resync of %s/%s failed: %s", *key, e)
             started += 1

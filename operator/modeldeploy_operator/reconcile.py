@@ -89,12 +89,34 @@ def _ready_tracks(observed: dict[plan.Key, Obj | None], tracks: TrackPlan) -> fr
     return frozenset(ready)
 
 
+def children_to_read(
+    possible: list[plan.Key], wanted: set[plan.Key], live_status: Obj, thorough: bool
+) -> list[plan.Key]:
+    """Every possible child when ``thorough`` or when status has no record of what exists (a
+    first run, or a CRD too old to keep the field); otherwise the ones the spec wants plus the
+    ones that existed after the last reconcile: only those can need a write or a delete. A
+    child created by a run that died before its status write, and then dropped from the spec,
+    is found by the next thorough run (the resync loop's)."""
+    recorded = live_status.get("children")
+    if thorough or not isinstance(recorded, list):
+        return possible
+    existed = {tuple(str(c).split("/", 1)) for c in recorded}
+    return [k for k in possible if k in wanted or k in existed]
+
+
 def reconcile(
-    cluster: Cluster, body: Obj, settings: OperatorSettings, now: str | None = None
+    cluster: Cluster,
+    body: Obj,
+    settings: OperatorSettings,
+    now: str | None = None,
+    *,
+    thorough: bool = True,
 ) -> Outcome:
     """Brings the children of ``body`` (a ModelDeployment as stored) to the desired state and
     writes its status when it changed. Transient API failures are returned in ``Outcome.retry``
-    after status has been brought up to date as far as possible."""
+    after status has been brought up to date as far as possible. ``thorough``: read every
+    child the operator could have created, not only those status recorded (children_to_read).
+    """
     now = now or now_rfc3339()
     out = Outcome()
     live_status: Obj = dict(body.get("status") or {})
@@ -107,8 +129,10 @@ def reconcile(
 
     ns = md.namespace
     tracks = plan_tracks(md)
+    wanted = {plan.key_of(m) for m in builders.desired_children(md, settings, tracks)}
+    possible = builders.possible_children(md.name, ns)
     observed: dict[plan.Key, Obj | None] = {}
-    for kind, name in builders.possible_children(md.name, ns):
+    for kind, name in children_to_read(possible, wanted, live_status, thorough):
         observed[(kind, name)] = cluster.get(kind, ns, name)
     desired_children = builders.desired_children(
         md, settings, tracks, _ready_tracks(observed, tracks)
@@ -173,6 +197,7 @@ def reconcile(
     desired_status = status.compute_status(
         md, obs, live_status, now, settings.cluster_domain, tracks
     )
+    desired_status["children"] = [f"{k}/{n}" for (k, n) in possible if observed.get((k, n))]
     _write_status(cluster, body, live_status, desired_status, out)
     return out
 

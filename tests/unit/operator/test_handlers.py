@@ -112,7 +112,7 @@ def test_child_event_bursts_coalesce_into_one_queued_run() -> None:
     asyncio.run(burst())
     assert kube.gets == 1
     assert len(rt.locks) == 0
-    assert rt.queued == set()
+    assert rt.queued == {}
 
 
 def test_per_object_state_is_gone_when_the_work_is_done() -> None:
@@ -139,7 +139,7 @@ def test_per_object_state_is_gone_when_the_work_is_done() -> None:
     assert kube.gets == 505
     assert peak > 0  # the locks did exist while the runs were in flight
     assert len(rt.locks) == 0
-    assert rt.queued == set()
+    assert rt.queued == {}
 
 
 def test_a_lock_serialises_runs_of_one_object_and_leaves_others_free() -> None:

@@ -9,7 +9,7 @@ import pytest
 from conftest import FakeCluster, md_body
 from modeldeploy_operator import plan
 from modeldeploy_operator.errors import ApiError, ObjectGoneError
-from modeldeploy_operator.reconcile import InvalidSpecError, reconcile
+from modeldeploy_operator.reconcile import InvalidSpecError, children_to_read, reconcile
 from modeldeploy_operator.settings import OperatorSettings
 
 CANARY = {"storageUri": "s3://models/iris/v2/model.joblib", "trafficPercent": 34}
@@ -255,3 +255,73 @@ def test_a_model_deployment_deleted_mid_reconcile_is_gone_not_failed(
     )
     with pytest.raises(ObjectGoneError, match="default/iris was deleted"):
         reconcile(cluster, md_body(), settings)
+
+
+def builders_possible() -> list[tuple[str, str]]:
+    from modeldeploy_operator.builders import possible_children
+
+    return possible_children("iris", "default")
+
+
+def _reads(cluster: FakeCluster) -> list[str]:
+    return sorted(c.removeprefix("get ") for c in cluster.calls if c.startswith("get "))
+
+
+def test_status_records_the_children_and_later_runs_read_only_those_and_the_wanted(
+    cluster: FakeCluster, settings: OperatorSettings
+) -> None:
+    body = md_body(replicas=4, canary=CANARY)
+    run(cluster, body, settings)  # thorough: reads every possible child
+    assert len(_reads(cluster)) == len(builders_possible())
+    assert body["status"]["children"] == [
+        "Deployment/iris-stable",
+        "Service/iris",
+        "Service/iris-stable",
+        "PodDisruptionBudget/iris-stable",
+        "Deployment/iris-canary",
+        "Service/iris-canary",
+        "PodDisruptionBudget/iris-canary",
+    ]
+    cluster.calls.clear()
+    reconcile(cluster, body, settings, now="2026-11-23T11:00:00Z", thorough=False)
+    assert _reads(cluster) == sorted(body["status"]["children"])  # no HPA, route, SA, binding
+
+    # the canary leaves the spec: it was recorded, so an event-driven run still finds and
+    # deletes its children
+    del body["spec"]["canary"]
+    body["metadata"]["generation"] = 2
+    cluster.calls.clear()
+    out = reconcile(cluster, body, settings, now="2026-11-23T11:00:00Z", thorough=False)
+    body["status"] = out.status
+    assert sorted(c for c in cluster.writes() if c.startswith("delete")) == [
+        "delete Deployment/iris-canary",
+        "delete PodDisruptionBudget/iris-canary",
+        "delete Service/iris-canary",
+    ]
+    assert "Deployment/iris-canary" not in body["status"]["children"]
+
+
+def test_a_child_status_does_not_record_is_found_by_a_thorough_run(
+    cluster: FakeCluster, settings: OperatorSettings
+) -> None:
+    body = md_body(autoscaling={"maxReplicas": 4})
+    run(cluster, body, settings)
+    # a run that created the HPA died before its status write, then autoscaling left the spec
+    body["status"]["children"].remove("HorizontalPodAutoscaler/iris")
+    del body["spec"]["autoscaling"]
+    cluster.calls.clear()
+    reconcile(cluster, body, settings, now="2026-11-23T11:00:00Z", thorough=False)
+    assert "delete HorizontalPodAutoscaler/iris" not in cluster.writes()
+    out = reconcile(cluster, body, settings, now="2026-11-23T11:00:00Z", thorough=True)
+    assert "delete HorizontalPodAutoscaler/iris" in cluster.writes()
+    assert "HorizontalPodAutoscaler/iris" not in out.status["children"]
+
+
+def test_without_a_record_every_child_is_read() -> None:
+    possible = [("Deployment", "a"), ("HTTPRoute", "a"), ("HorizontalPodAutoscaler", "a")]
+    wanted = {("Deployment", "a")}
+    assert children_to_read(possible, wanted, {}, thorough=False) == possible
+    assert children_to_read(possible, wanted, {"children": None}, thorough=False) == possible
+    recorded = {"children": ["HTTPRoute/a"]}
+    assert children_to_read(possible, wanted, recorded, thorough=False) == possible[:2]
+    assert children_to_read(possible, wanted, recorded, thorough=True) == possible
