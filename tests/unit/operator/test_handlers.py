@@ -7,6 +7,8 @@ from typing import Any
 
 import kopf
 import pytest
+from conftest import make_md
+from modeldeploy_operator import builders
 from modeldeploy_operator.__main__ import parse_args
 from modeldeploy_operator.errors import ApiError
 from modeldeploy_operator.handlers import Runtime, _owner_name, configure_kopf, make_registry
@@ -215,8 +217,6 @@ def test_resync_runs_every_known_object_once_and_forgets_deleted_ones() -> None:
 
 
 def test_resync_sweeps_known_cluster_children() -> None:
-    from conftest import make_md
-    from modeldeploy_operator import builders
 
     binding = builders.auth_binding(make_md(auth={}))
     binding["metadata"]["uid"] = "crb-1"
