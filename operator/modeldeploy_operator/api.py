@@ -574,6 +574,12 @@ class ModelDeploymentSpec(_Model):
         max_length=8,
     )
 
+    @property
+    def auth_enabled(self) -> bool:
+        """spec.auth present and not switched off: the one rule builders and the orphan sweep
+        share."""
+        return self.auth is not None and self.auth.enabled
+
 
 class ConditionStatus(StrEnum):
     TRUE = "True"

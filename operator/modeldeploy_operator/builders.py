@@ -264,7 +264,7 @@ def deployment(md: ModelDeployment, track: Track, settings: OperatorSettings) ->
         "volumes": volumes,
         # Without spec.auth the server never talks to the API server, and a mounted token would
         # only be attack surface; with it, the token is what its reviews authenticate with.
-        "automountServiceAccountToken": auth_enabled(md),
+        "automountServiceAccountToken": md.spec.auth_enabled,
         # Service links inject <SVC>_PORT-style variables of every Service in the namespace into a
         # server configured purely by env: noise at best, a collision at worst.
         "enableServiceLinks": False,
@@ -458,10 +458,6 @@ def httproute(md: ModelDeployment, tracks: TrackPlan, ready_tracks: frozenset[st
 AUTH_CLUSTER_ROLE = "modeldeploy-server-auth"  # deploy/rbac.yaml: create tokenreviews + SARs
 
 
-def auth_enabled(md: ModelDeployment) -> bool:
-    return md.spec.auth is not None and md.spec.auth.enabled
-
-
 def own_service_account_name(md_name: str) -> str:
     return f"{md_name}-server"
 
@@ -472,7 +468,7 @@ def server_service_account(md: ModelDeployment) -> str | None:
     creds = md.spec.credentials
     if creds is not None and creds.service_account_name:
         return creds.service_account_name
-    return own_service_account_name(md.name) if auth_enabled(md) else None
+    return own_service_account_name(md.name) if md.spec.auth_enabled else None
 
 
 def service_account(md: ModelDeployment) -> Manifest:
@@ -567,7 +563,7 @@ def desired_children(
         out.append(hpa(md))
     if md.spec.traffic is not None and md.spec.traffic.gateway is not None:
         out.append(httproute(md, plan, ready_tracks))
-    if auth_enabled(md):
+    if md.spec.auth_enabled:
         creds = md.spec.credentials
         if creds is None or not creds.service_account_name:
             out.append(service_account(md))

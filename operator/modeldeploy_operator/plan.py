@@ -24,11 +24,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from modeldeploy_operator.api import (
     ANNOTATION_OWNER_UID,
     GROUP,
     LABEL_OWNER_NAME,
     LABEL_OWNER_NAMESPACE,
+    parse_spec,
 )
 
 HASH_ANNOTATION = f"{GROUP}/applied-hash"
@@ -147,8 +150,11 @@ def orphan_reason(child: Manifest, owner: Manifest | None) -> str | None:
         return f"ModelDeployment {who} is gone"
     if not controlled_by(child, str((owner.get("metadata") or {}).get("uid"))):
         return f"ModelDeployment {who} was re-created (another uid)"
-    auth = (owner.get("spec") or {}).get("auth")
-    if not isinstance(auth, dict) or auth.get("enabled") is False:
+    try:
+        spec = parse_spec(owner.get("spec") or {})
+    except ValidationError:
+        return None  # a spec this operator cannot read: keep what exists (status says why)
+    if not spec.auth_enabled:
         return f"ModelDeployment {who} no longer has spec.auth"
     return None
 

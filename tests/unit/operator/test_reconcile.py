@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from conftest import FakeCluster, md_body
-from modeldeploy_operator import plan
+from modeldeploy_operator import builders, plan
 from modeldeploy_operator.errors import ApiError, ObjectGoneError
 from modeldeploy_operator.reconcile import InvalidSpecError, children_to_read, reconcile
 from modeldeploy_operator.settings import OperatorSettings
@@ -257,12 +257,6 @@ def test_a_model_deployment_deleted_mid_reconcile_is_gone_not_failed(
         reconcile(cluster, md_body(), settings)
 
 
-def builders_possible() -> list[tuple[str, str]]:
-    from modeldeploy_operator.builders import possible_children
-
-    return possible_children("iris", "default")
-
-
 def _reads(cluster: FakeCluster) -> list[str]:
     return sorted(c.removeprefix("get ") for c in cluster.calls if c.startswith("get "))
 
@@ -272,7 +266,7 @@ def test_status_records_the_children_and_later_runs_read_only_those_and_the_want
 ) -> None:
     body = md_body(replicas=4, canary=CANARY)
     run(cluster, body, settings)  # thorough: reads every possible child
-    assert len(_reads(cluster)) == len(builders_possible())
+    assert len(_reads(cluster)) == len(builders.possible_children("iris", "default"))
     assert body["status"]["children"] == [
         "Deployment/iris-stable",
         "Service/iris",
