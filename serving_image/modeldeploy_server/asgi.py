@@ -29,7 +29,7 @@ from prometheus_client import Counter
 from modeldeploy_server.auth import Decision, Reviewer
 from modeldeploy_server.codec import decode_v1, decode_v2, encode_json, encode_v1, encode_v2
 from modeldeploy_server.dataplane import DataPlane
-from modeldeploy_server.errors import PayloadTooLargeError, ServerError
+from modeldeploy_server.errors import InvalidInputError, PayloadTooLargeError, ServerError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 JSON = b"application/json"
+OCTETS = b"application/octet-stream"
+HEADER_LENGTH = b"inference-header-content-length"
 TRACK_HEADER = b"x-modeldeploy-track"
 VERSION_HEADER = b"x-modeldeploy-model-version"
 TIMING_HEADER = b"server-timing"
@@ -149,14 +151,19 @@ class ServingApp:
         children[1].observe(seconds)
 
     async def _send_json(
-        self, send: Send, status: int, body: bytes, *headers: tuple[bytes, bytes]
+        self,
+        send: Send,
+        status: int,
+        body: bytes,
+        *headers: tuple[bytes, bytes],
+        content_type: bytes = JSON,
     ) -> int:
         await send(
             {
                 "type": "http.response.start",
                 "status": status,
                 "headers": [
-                    (b"content-type", JSON),
+                    (b"content-type", content_type),
                     (b"content-length", str(len(body)).encode()),
                     *self.extra_headers,
                     *headers,
@@ -209,11 +216,14 @@ class ServingApp:
                     break
             length = 0
             credentials: list[bytes] = []
+            header_length: str | None = None
             for key, value in scope["headers"]:
                 if key == b"content-length":
                     length = int(value) if value.isdigit() else 0
                 elif key == b"authorization":
                     credentials.append(value)
+                elif key == HEADER_LENGTH:
+                    header_length = value.decode("latin-1").strip()
             # Access control first: a caller who may not use the model learns nothing else
             # (not the body limit, not which methods a route takes).
             if self.auth is not None and path not in OPEN_PATHS:
@@ -233,7 +243,9 @@ class ServingApp:
                         send, 405, error_body("Method Not Allowed"), (b"allow", b"POST")
                     )
                     return
-                status = await self._infer(route, match.groupdict(), limited_receive, send)
+                status = await self._infer(
+                    route, match.groupdict(), header_length, limited_receive, send
+                )
                 return
             await self.app(scope, limited_receive, send_with_headers)
         finally:
@@ -258,9 +270,18 @@ class ServingApp:
         return await self._send_json(send, 413, body)
 
     async def _infer(
-        self, route: InferenceRoute, params: dict[str, str], receive: Receive, send: Send
+        self,
+        route: InferenceRoute,
+        params: dict[str, str],
+        header_length: str | None,
+        receive: Receive,
+        send: Send,
     ) -> int:
-        """One V1 predict or V2 infer request: the only code that answers them."""
+        """One V1 predict or V2 infer request: the only code that answers them.
+
+        ``header_length`` is the Inference-Header-Content-Length header: the body is then a JSON
+        header followed by binary tensors (V2 only; V1 has no binary form).
+        """
         dp = self.dp
         try:
             chunks: list[bytes] = []
@@ -277,16 +298,36 @@ class ServingApp:
             # 404/503 before the body is parsed: a request for a model that isn't there is
             # answered as such whatever it carries.
             dp.require_ready(name, version)
+            binary_header: int | None = None
             if route.protocol == "v1":
+                if header_length is not None:
+                    raise InvalidInputError(
+                        "V1 :predict takes JSON only; binary tensors (header "
+                        "Inference-Header-Content-Length) are V2: POST to /v2/models/"
+                        f"{name}/infer"
+                    )
                 v1 = await dp.v1_predict(name, decode_v1(body))
                 payload, seconds = encode_v1(v1), v1.predict_seconds
             else:
-                v2 = await dp.v2_infer(name, version, decode_v2(body))
-                payload, seconds = encode_v2(v2), v2.predict_seconds
+                request = decode_v2(body, header_length)
+                v2 = await dp.v2_infer(name, version, request)
+                payload, binary_header = encode_v2(
+                    v2, binary_all=request.binary_all, binary_outputs=request.binary_outputs
+                )
+                seconds = v2.predict_seconds
         except _ClientGoneError:
             return 499  # nginx's "client closed request": counted, never sent
         except Exception as exc:
             status, error = error_reply(dp.metrics.errors, exc)
             return await self._send_json(send, status, error)
         timing = (TIMING_HEADER, f"predict;dur={seconds * 1000:.3f}".encode())
+        if binary_header is not None:
+            return await self._send_json(
+                send,
+                200,
+                payload,
+                timing,
+                (HEADER_LENGTH, str(binary_header).encode()),
+                content_type=OCTETS,
+            )
         return await self._send_json(send, 200, payload, timing)

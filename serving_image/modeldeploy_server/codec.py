@@ -1,10 +1,11 @@
 """The V1 and V2 messages, and their JSON form: decode bodies into numpy, encode results.
 
 The request and result dataclasses are what the DataPlane takes and returns, whatever carried
-them; this module's functions are the JSON wire format (a V2 binary-tensor or gRPC codec will
-produce and consume the same dataclasses). This is the hot path, so bodies are parsed once with
-orjson and handed to numpy as whole lists: numpy converts and type-checks in C, and we never
-validate element by element in Python (nor run pydantic over request bodies). Shapes and
+them (the gRPC service builds and reads the same ones); this module's functions are the REST wire
+format: JSON, and V2 with the binary tensor data extension, where the JSON header names the
+tensors and binary.py reads and writes their bytes. This is the hot path, so bodies are parsed
+once with orjson and handed to numpy as whole lists: numpy converts and type-checks in C, and we
+never validate element by element in Python (nor run pydantic over request bodies). Shapes and
 datatypes are checked against the protocol here; whether the shape fits *this* model is the
 runtime's job, and which outputs exist is the runtime's too.
 """
@@ -18,19 +19,28 @@ from typing import Any
 import numpy as np
 import orjson
 
+from modeldeploy_server.binary import RawReader, raw_from_array, split_body, tensor_from_raw
 from modeldeploy_server.datatypes import V2_DTYPES, v2_datatype
-from modeldeploy_server.errors import InferenceError, InvalidInputError
+from modeldeploy_server.errors import InferenceError, InvalidInputError, brief
 
 Array = np.ndarray[Any, Any]
 
 
-def _load(body: bytes) -> dict[str, Any]:
+def _load(body: bytes, what: str = "the request body") -> dict[str, Any]:
     if not body:
-        raise InvalidInputError("the request body is empty; send a JSON object")
+        raise InvalidInputError(f"{what} is empty; send a JSON object")
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidInputError(f"malformed JSON: {exc}") from None
+        hint = ""
+        if what == "the request body" and body[:1] != b"{":
+            hint = (
+                " (a V2 body with binary tensors needs the header Inference-Header-Content-Length"
+                " giving the length of its JSON part)"
+            )
+        where = "" if what == "the request body" else f" in {what}"
+        # orjson's message says where parsing stopped (line, column), never the input itself.
+        raise InvalidInputError(f"malformed JSON{where}: {str(exc)[:200]}{hint}") from None
     if not isinstance(doc, dict):
         raise InvalidInputError(f"the body must be a JSON object, got {type(doc).__name__}")
     return doc
@@ -124,6 +134,10 @@ class V2Request:
     inputs: list[Tensor]
     outputs: list[str]  # requested output names, in request order; empty = the default output
     parameters: dict[str, Any] | None
+    # Binary tensor data extension: answer every output as raw bytes (parameters
+    # .binary_data_output), or these requested outputs (outputs[].parameters.binary_data).
+    binary_all: bool = False
+    binary_outputs: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -152,14 +166,37 @@ def _field(obj: dict[str, Any], key: str, where: str) -> Any:
         raise InvalidInputError(f'{where}: field "{key}" is required') from None
 
 
-def _decode_tensor(i: int, inp: Any) -> Tensor:
+def _flag(params: Any, key: str, where: str) -> bool:
+    if params is None:
+        return False
+    if not isinstance(params, dict):
+        raise InvalidInputError(f'{where}: "parameters" must be an object, got {brief(params)}')
+    value = params.get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidInputError(f'{where}: "parameters.{key}" must be true or false')
+    return value
+
+
+def _decode_tensor(i: int, inp: Any, raw: RawReader | None) -> Tensor:
     where = f"inputs[{i}]"
     if not isinstance(inp, dict):
         raise InvalidInputError(f"{where} must be an object with name, shape, datatype and data")
     name = _field(inp, "name", where)
     shape = _field(inp, "shape", where)
     datatype = _field(inp, "datatype", where)
-    data = _field(inp, "data", where)
+    params = inp.get("parameters")
+    size = params.get("binary_data_size") if isinstance(params, dict) else None
+    if size is None:
+        data = _field(inp, "data", where)
+    elif raw is None:
+        raise InvalidInputError(
+            f"{where} has parameters.binary_data_size but the request carries no binary data: "
+            "send the header Inference-Header-Content-Length with the length of the JSON part"
+        )
+    elif "data" in inp:
+        raise InvalidInputError(
+            f'{where} has both "data" and parameters.binary_data_size; send one of them'
+        )
     if not isinstance(name, str):
         raise InvalidInputError(f'{where}: "name" must be a string')
     if (
@@ -168,13 +205,17 @@ def _decode_tensor(i: int, inp: Any) -> Tensor:
         or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
     ):
         raise InvalidInputError(
-            f'{where}: "shape" must be a list of non-negative integers, got {shape}'
+            f'{where}: "shape" must be a list of non-negative integers, got {brief(shape)}'
         )
     dtype = V2_DTYPES.get(datatype) if isinstance(datatype, str) else None
     if dtype is None:
         raise InvalidInputError(
-            f"{where}: datatype {datatype!r} is not supported; use one of {', '.join(V2_DTYPES)}"
+            f"{where}: datatype {brief(datatype)} is not supported; use one of "
+            f"{', '.join(V2_DTYPES)}"
         )
+    if size is not None:
+        assert raw is not None
+        return Tensor(name, tensor_from_raw(where, datatype, shape, raw.take(where, size)))
     if not isinstance(data, list):
         data = [data]
     try:
@@ -193,17 +234,30 @@ def _decode_tensor(i: int, inp: Any) -> Tensor:
     return Tensor(name, arr)
 
 
-def decode_v2(body: bytes) -> V2Request:
-    """An OIP ``$inference_request``; flat (row-major) or nested ``data`` both work."""
-    doc = _load(body)
+def decode_v2(body: bytes, header_length: str | None = None) -> V2Request:
+    """An OIP ``$inference_request``; flat (row-major) or nested ``data`` both work.
+
+    With ``header_length`` (the Inference-Header-Content-Length header) the body is a JSON
+    header of that many bytes followed by the binary data of the inputs that declare
+    ``parameters.binary_data_size``, in input order.
+    """
+    raw: RawReader | None = None
+    if header_length is None:
+        doc = _load(body)
+    else:
+        header, raw = split_body(body, header_length)
+        doc = _load(header, "the JSON header (the first Inference-Header-Content-Length bytes)")
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInputError(
             'field "inputs" is required: a non-empty list of tensors '
             '{"name", "shape", "datatype", "data"}'
         )
-    decoded = [_decode_tensor(i, inp) for i, inp in enumerate(inputs)]
+    decoded = [_decode_tensor(i, inp, raw) for i, inp in enumerate(inputs)]
+    if raw is not None:
+        raw.finish()
     outputs: list[str] = []
+    binary: set[str] = set()
     requested = doc.get("outputs")
     if requested is not None:
         if not isinstance(requested, list):
@@ -213,9 +267,11 @@ def decode_v2(body: bytes) -> V2Request:
             name = out.get("name") if isinstance(out, dict) else None
             if not isinstance(name, str):
                 raise InvalidInputError(
-                    f'outputs[{j}] must be an object with a string "name", got {out!r}'
+                    f'outputs[{j}] must be an object with a string "name", got {brief(out)}'
                 )
             outputs.append(name)
+            if _flag(out.get("parameters"), "binary_data", f"outputs[{j}]"):
+                binary.add(name)
     req_id = doc.get("id")
     params = doc.get("parameters")
     return V2Request(
@@ -223,6 +279,8 @@ def decode_v2(body: bytes) -> V2Request:
         inputs=decoded,
         outputs=outputs,
         parameters=params if isinstance(params, dict) else None,
+        binary_all=_flag(params, "binary_data_output", "the request"),
+        binary_outputs=frozenset(binary),
     )
 
 
@@ -262,12 +320,36 @@ def encode_v1(result: V1Result) -> bytes:
     return _inference_json({"predictions": result.predictions})
 
 
-def encode_v2(result: V2Result) -> bytes:
+def encode_v2(
+    result: V2Result, *, binary_all: bool = False, binary_outputs: frozenset[str] = frozenset()
+) -> tuple[bytes, int | None]:
+    """The answer's body, and the length of its JSON part when outputs travel as binary (the
+    value of the response's Inference-Header-Content-Length; None for a plain JSON body)."""
     doc: dict[str, Any] = {
         "model_name": result.model_name,
         "model_version": result.model_version,
     }
     if result.id is not None:
         doc["id"] = result.id
-    doc["outputs"] = [v2_tensor(t.name, t.array) for t in result.outputs]
-    return _inference_json(doc)
+    if not binary_all and not binary_outputs:
+        doc["outputs"] = [v2_tensor(t.name, t.array) for t in result.outputs]
+        return _inference_json(doc), None
+    tensors: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for t in result.outputs:
+        if binary_all or t.name in binary_outputs:
+            datatype, data = raw_from_array(t.array)
+            tensors.append(
+                {
+                    "name": t.name,
+                    "datatype": datatype,
+                    "shape": list(t.array.shape),
+                    "parameters": {"binary_data_size": len(data)},
+                }
+            )
+            blobs.append(data)
+        else:
+            tensors.append(v2_tensor(t.name, t.array))
+    doc["outputs"] = tensors
+    header = _inference_json(doc)
+    return b"".join((header, *blobs)), len(header)

@@ -176,7 +176,12 @@ class DataPlane:
         return {"name": name, "ready": True}
 
     def v2_server_metadata(self) -> dict[str, Any]:
-        return {"name": "modeldeploy-server", "version": __version__, "extensions": []}
+        # binary_tensor_data: Triton's and KServe's name for the REST binary framing.
+        return {
+            "name": "modeldeploy-server",
+            "version": __version__,
+            "extensions": ["binary_tensor_data"],
+        }
 
     def v2_model_ready(self, name: str, version: str | None = None) -> dict[str, Any]:
         self.require_ready(name, version)

@@ -8,6 +8,26 @@ is the one sentence Kubernetes shows in the pod status, so it must tell a person
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
+# Error messages quote what the caller sent, never all of it: a 10 MB string or a list nested a
+# thousand deep becomes a few dozen characters (reprlib bounds depth and length, so quoting
+# can't recurse or allocate in proportion to the input).
+_QUOTE = reprlib.Repr()
+_QUOTE.maxlevel = 2
+_QUOTE.maxlist = _QUOTE.maxtuple = _QUOTE.maxdict = _QUOTE.maxset = 4
+_QUOTE.maxstring = _QUOTE.maxother = 40
+_QUOTE.maxlong = 24
+
+
+def brief(value: Any) -> str:
+    """``repr(value)``, truncated: how error messages quote user input."""
+    try:
+        return _QUOTE.repr(value)
+    except Exception:  # a hostile __repr__ can't be sent by JSON, but never fail to report
+        return f"<{type(value).__name__}>"
+
 
 class ServerError(Exception):
     """Base class: ``status`` is the HTTP status, ``reason`` a stable label for metrics."""

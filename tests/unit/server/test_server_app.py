@@ -51,7 +51,7 @@ async def test_health_and_metadata_when_ready(make_client: Factory) -> None:
     assert (await client.get("/v2/models/iris/ready")).json() == {"name": "iris", "ready": True}
     server = (await client.get("/v2")).json()
     assert server["name"] == "modeldeploy-server"
-    assert server["extensions"] == []
+    assert server["extensions"] == ["binary_tensor_data"]
     meta = (await client.get("/v2/models/iris")).json()
     assert meta["versions"] == ["v1"]
     assert meta["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}]
