@@ -12,96 +12,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from server_stores import HttpStore, S3Store, free_port
+from server_stores import HttpStore, S3Store
 
 pytestmark = pytest.mark.integration
 
-SERVER = Path(sys.executable).parent / "modeldeploy-server"
 ROW = [5.1, 3.5, 1.4, 0.2]
-
-
-@dataclass
-class Proc:
-    popen: subprocess.Popen[bytes]
-    url: str
-    termination_log: Path
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_ready(self, deadline_s: float = 120) -> None:
-        end = time.monotonic() + deadline_s
-        while time.monotonic() < end:
-            if self.popen.poll() is not None:
-                pytest.fail(f"server exited with {self.popen.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"server not ready in time:\n{self.output()}")
-
-    def wait_listening(self, deadline_s: float = 120) -> None:
-        end = time.monotonic() + deadline_s
-        while time.monotonic() < end:
-            try:
-                httpx.get(f"{self.url}/healthz", timeout=2)
-                return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        pytest.fail(f"server never listened:\n{self.output()}")
-
-
-@pytest.fixture
-def start_server(tmp_path: Path, clean_env: dict[str, str]) -> Iterator[Any]:
-    procs: list[Proc] = []
-
-    def start(storage_uri: str, extra_env: dict[str, str] | None = None, **env: str) -> Proc:
-        port = free_port()
-        n = len(procs)
-        term = tmp_path / f"termination-log-{n}"
-        log = tmp_path / f"server-{n}.log"
-        full_env = {
-            **clean_env,
-            "MODEL_NAME": "iris",
-            "STORAGE_URI": storage_uri,
-            "MODEL_DIR": str(tmp_path / f"models-{n}"),
-            "TERMINATION_LOG": str(term),
-            "MODELDEPLOY_TRACK": "canary",
-            "HOST": "127.0.0.1",
-            "PORT": str(port),
-            "DOWNLOAD_ATTEMPTS": "2",
-            "DOWNLOAD_BACKOFF_S": "0",
-            **(extra_env or {}),
-            **env,
-        }
-        with log.open("wb") as out:
-            popen = subprocess.Popen(
-                [str(SERVER)], env=full_env, stdout=out, stderr=subprocess.STDOUT
-            )
-        proc = Proc(popen, f"http://127.0.0.1:{port}", term, log)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for p in procs:
-        if p.popen.poll() is None:
-            p.popen.send_signal(signal.SIGTERM)
-            try:
-                p.popen.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.popen.kill()
-                p.popen.wait()
 
 
 def test_serves_a_model_from_s3_over_real_http(
