@@ -26,18 +26,22 @@ from modeldeploy_server.errors import InferenceError, InvalidInputError, brief
 Array = np.ndarray[Any, Any]
 
 
-def _load(body: bytes, what: str = "the request body") -> dict[str, Any]:
+_FRAMING_HINT = (
+    "; this is not a binary-tensor body either: one needs the header "
+    "Inference-Header-Content-Length giving the length of its JSON part"
+)
+
+
+def _load(body: bytes, what: str = "the request body", *, v2: bool = False) -> dict[str, Any]:
     if not body:
         raise InvalidInputError(f"{what} is empty; send a JSON object")
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        hint = ""
-        if what == "the request body" and body[:1] != b"{":
-            hint = (
-                " (a V2 body with binary tensors needs the header Inference-Header-Content-Length"
-                " giving the length of its JSON part)"
-            )
+        # A V2 body that looks binary (bytes past ASCII, or inputs declaring binary data) was
+        # most likely sent without its framing header: say that, not only "bad JSON".
+        binary_like = not body.isascii() or b"binary_data_size" in body
+        hint = _FRAMING_HINT if v2 and binary_like else ""
         where = "" if what == "the request body" else f" in {what}"
         # orjson's message says where parsing stopped (line, column), never the input itself.
         raise InvalidInputError(f"malformed JSON{where}: {str(exc)[:200]}{hint}") from None
@@ -243,7 +247,7 @@ def decode_v2(body: bytes, header_length: str | None = None) -> V2Request:
     """
     raw: RawReader | None = None
     if header_length is None:
-        doc = _load(body)
+        doc = _load(body, v2=True)
     else:
         header, raw = split_body(body, header_length)
         doc = _load(header, "the JSON header (the first Inference-Header-Content-Length bytes)")
