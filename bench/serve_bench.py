@@ -51,6 +51,7 @@ import httpx
 import joblib
 import numpy as np
 from loadgen import Result, run_load
+from modeldeploy_server.codec import decode_v2
 from modeldeploy_server.runtime.forest import compile_forest
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
@@ -84,6 +85,28 @@ def v2_body(rows: int) -> bytes:
     return json.dumps({"inputs": [tensor]}).encode()
 
 
+def v2_binary_header(rows: int) -> bytes:
+    # What tritonclient.http sends by default: the tensor as raw bytes, binary outputs asked for.
+    tensor = {
+        "name": "input-0",
+        "shape": [rows, 4],
+        "datatype": "FP64",
+        "parameters": {"binary_data_size": rows * 4 * 8},
+    }
+    return json.dumps({"inputs": [tensor], "parameters": {"binary_data_output": True}}).encode()
+
+
+def v2_binary_body(rows: int) -> bytes:
+    return v2_binary_header(rows) + np.array([ROW] * rows, dtype="<f8").tobytes()
+
+
+def v2_binary_headers(rows: int) -> dict[str, str]:
+    return {
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": str(len(v2_binary_header(rows))),
+    }
+
+
 @dataclass
 class Target:
     """One server under test and how to talk to it."""
@@ -98,6 +121,7 @@ class Target:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
     headers: dict[str, str] = field(default_factory=dict)  # sent with every request
+    body_headers: Callable[[int], dict[str, str]] | None = None  # per rows, e.g. the framing
 
     def start(self) -> None:
         with self.log.open("wb") as out:
@@ -183,6 +207,25 @@ def in_process_predict_ms(path: Path, rows: int, n: int = 200) -> tuple[float, f
     return statistics.median(own) * 1000, statistics.median(ours) * 1000 if ours else None
 
 
+def in_process_decode_us(rows: int, n: int = 2000) -> tuple[float, float]:
+    """Median decode of one V2 request body in-process: JSON, and the same tensor as binary.
+
+    The transport's share that differs between the two; the HTTP around it is the same.
+    """
+    json_body, binary_body = v2_body(rows), v2_binary_body(rows)
+    length = v2_binary_headers(rows)["inference-header-content-length"]
+    as_json: list[float] = []
+    as_binary: list[float] = []
+    for _ in range(n):
+        t = time.perf_counter()
+        decode_v2(json_body)
+        as_json.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        decode_v2(binary_body, length)
+        as_binary.append(time.perf_counter() - t)
+    return statistics.median(as_json) * 1e6, statistics.median(as_binary) * 1e6
+
+
 def ensure_mlserver() -> Path | None:
     exe = MLSERVER_VENV / "bin" / "mlserver"
     marker = MLSERVER_VENV / ".modeldeploy-pins"
@@ -254,6 +297,7 @@ async def measure(
 ) -> dict[tuple[int, int], Result]:
     out: dict[tuple[int, int], Result] = {}
     for conc, rows in cells:
+        extra = target.body_headers(rows) if target.body_headers else {}
         r = await run_load(
             target.port,
             target.path,
@@ -262,7 +306,7 @@ async def measure(
             duration_s=duration,
             max_requests=max_requests,
             warmup_s=min(2.0, duration / 4),
-            headers=target.headers,
+            headers={**target.headers, **extra},
         )
         out[(conc, rows)] = r
         bad = {s: n for s, n in r.statuses.items() if s != 200}
@@ -685,6 +729,13 @@ def main() -> int:
             f"in-process forest fast path (ours): 1 row {fast1:.2f} ms, 100 rows {fast100:.2f} ms"
         )
 
+    for rows in (1, 100):
+        dec_json, dec_binary = in_process_decode_us(rows)
+        print(
+            f"in-process V2 decode, {rows} rows: JSON {dec_json:.1f} us, binary "
+            f"{dec_binary:.1f} us ({dec_json / dec_binary:.2f}x)"
+        )
+
     base_env = dict(os.environ)
     ours_port = free_port()
     ours_env = {
@@ -744,6 +795,14 @@ def main() -> int:
                     "ours-v2", [], {}, "/ready", "/v2/models/iris/infer", v2_body, t.port, t.log
                 )
                 results["ours-v2"] = asyncio.run(measure(v2, duration, args.max_requests))
+                # The same V2 request as raw tensor bytes (the binary tensor data extension).
+                binary = Target(
+                    "ours-v2-binary", [], {}, "/ready", "/v2/models/iris/infer", v2_binary_body,
+                    t.port, t.log, body_headers=v2_binary_headers,
+                )  # fmt: skip
+                results["ours-v2-binary"] = asyncio.run(
+                    measure(binary, duration, args.max_requests)
+                )
         except RuntimeError as exc:
             print(f"SKIPPING {t.label}: {exc}")
         finally:
@@ -768,7 +827,11 @@ def main() -> int:
             review.close()
 
     print("\nsummary (req/s, p50, p99); ratios are throughput x and p99 ratio (baseline/ours)")
-    pairs = [("ours-v1", "naive-fastapi"), ("ours-v2", "mlserver")]
+    pairs = [
+        ("ours-v1", "naive-fastapi"),
+        ("ours-v2", "mlserver"),
+        ("ours-v2-binary", "ours-v2"),
+    ]
     for conc, rows in CELLS:
         print(f"c={conc} rows={rows}:")
         for label, res in results.items():
@@ -786,7 +849,7 @@ def main() -> int:
             fast_ms = fast1 if rows == 1 else fast100
             floor = results.get("floor-asgi", {}).get((conc, rows))
             floor_ms = floor.pct(0.5, floor.overheads) * 1e3 if floor and floor.overheads else None
-            for label in ("ours-v1", "ours-v2"):
+            for label in ("ours-v1", "ours-v2", "ours-v2-binary"):
                 if label not in results:
                     continue
                 res = results[label][(conc, rows)]
