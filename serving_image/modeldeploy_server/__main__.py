@@ -9,13 +9,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import Generator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from modeldeploy_server.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from modeldeploy_server.grpc_service import GrpcServer
+
+# How long a SIGTERM lets requests in flight finish, REST (uvicorn) and gRPC alike.
+GRACEFUL_SHUTDOWN_S = 20
 
 
 def _configure_logging(level: str) -> None:
@@ -35,7 +42,21 @@ def _server_class() -> Any:
 
     class GracefulServer(uvicorn.Server):
         """uvicorn re-raises SIGTERM after its graceful shutdown, so a clean stop would end with
-        exit status 143 and Kubernetes would record the container as failed; exit 0 instead."""
+        exit status 143 and Kubernetes would record the container as failed; exit 0 instead.
+
+        ``drain_first`` (the gRPC server) starts draining the moment uvicorn starts its own
+        shutdown, so both drain at once instead of one after the other; the app's lifespan then
+        waits for it before the batcher stops.
+        """
+
+        def __init__(self, config: uvicorn.Config, drain_first: Sequence[GrpcServer] = ()):
+            super().__init__(config)
+            self.drain_first = drain_first
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            for listener in self.drain_first:
+                listener.begin_stop()
+            await super().shutdown(sockets)
 
         @contextlib.contextmanager
         def capture_signals(self) -> Generator[None, None, None]:
@@ -92,6 +113,19 @@ def run(settings: Settings) -> int:
             auth_config.api_server,
             auth_config.cache_seconds,
         )
+    grpc_server: GrpcServer | None = None
+    if settings.grpc_port:
+        from modeldeploy_server.grpc_service import GrpcServer
+
+        grpc_server = GrpcServer(
+            dataplane,
+            host=settings.host,
+            port=settings.grpc_port,
+            auth=reviewer,
+            max_message_bytes=settings.max_body_bytes,
+            grace_s=GRACEFUL_SHUTDOWN_S,
+        )
+    listeners = [grpc_server] if grpc_server is not None else []
     exit_code = 0
     server: uvicorn.Server | None = None
 
@@ -106,6 +140,7 @@ def run(settings: Settings) -> int:
         max_body_bytes=settings.max_body_bytes,
         on_startup=lambda: bring_up(settings, dataplane, on_fatal, env=dict(os.environ)),
         auth=reviewer,
+        listeners=listeners,
     )
     config = uvicorn.Config(
         app,
@@ -116,22 +151,28 @@ def run(settings: Settings) -> int:
         access_log=settings.access_log,
         log_config=None,
         server_header=False,
-        timeout_graceful_shutdown=20,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
-    server = _server_class()(config)
+    server = _server_class()(config, listeners)
     log.info(
-        "modeldeploy-server starting on %s:%d for model %s (track %s)",
+        "modeldeploy-server starting on %s:%d%s for model %s (track %s)",
         settings.host,
         settings.port,
+        f", gRPC on port {settings.grpc_port}" if grpc_server is not None else "",
         settings.model_name,
         settings.track,
     )
     try:
         server.run()
-    except SystemExit as exc:  # uvicorn exits this way when it cannot bind the port
-        message = f"could not listen on {settings.host}:{settings.port}; is the port in use?"
+    except SystemExit as exc:
+        # uvicorn exits this way when the lifespan's startup fails (the gRPC port, bound there,
+        # could not be, and said so) or it cannot bind its own port afterwards
+        if grpc_server is not None and grpc_server.failure is not None:
+            message = grpc_server.failure
+        else:
+            message = f"could not listen on {settings.host}:{settings.port}; is the port in use?"
+            log.error(message)
         write_termination_log(settings.termination_log, message)
-        log.error(message)
         return int(exc.code) if isinstance(exc.code, int) and exc.code else 1
     if exit_code == 0 and not server.started:
         return 1
@@ -142,8 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(argv)
     except ValidationError as exc:
+        # a check across settings (GRPC_PORT vs PORT) has no location: its message alone
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in exc.errors()
         )
         message = f"invalid server configuration: {problems}"
         print(message, file=sys.stderr)

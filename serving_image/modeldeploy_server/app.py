@@ -11,9 +11,9 @@ Routes return pre-encoded JSON; DataPlane errors become ``{"error": ...}`` throu
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -176,30 +176,47 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
     return spec
 
 
+class Listener(Protocol):
+    """Another port the server answers on, over the same DataPlane (grpc_service.GrpcServer)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 def create_app(
     dataplane: DataPlane,
     *,
     max_body_bytes: int = 10 * 1024 * 1024,
     on_startup: Callable[[], Coroutine[Any, Any, None]] | None = None,
     auth: Reviewer | None = None,
+    listeners: Sequence[Listener] = (),
 ) -> ServingApp:
     """Build the app uvicorn runs: ServingApp around FastAPI (its ``.app``).
 
     ``on_startup`` runs as a background task so the port opens at once. ``auth`` (spec.auth)
     is checked by ServingApp for every request but the open ones, and closed at shutdown.
+    ``listeners`` start before it, on the same event loop: uvicorn opens its port only after the
+    lifespan's startup, so one that can't bind (a StartupError) fails the start before anything
+    listens. At shutdown they drain before the batcher stops, since their calls still need it.
     """
+
+    async def close() -> None:
+        await dataplane.stop()
+        if auth is not None:
+            await auth.close()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.get_running_loop().create_task(on_startup()) if on_startup else None
-        try:
+        async with AsyncExitStack() as stack:  # unwinds last in, first out
+            stack.push_async_callback(close)
+            for listener in listeners:
+                await listener.start()
+                stack.push_async_callback(listener.stop)
+            if on_startup is not None:
+                task = asyncio.get_running_loop().create_task(on_startup())
+                stack.callback(task.cancel)  # a no-op once it is done
             yield
-        finally:
-            if task is not None and not task.done():
-                task.cancel()
-            await dataplane.stop()
-            if auth is not None:
-                await auth.close()
 
     app = FastAPI(
         title="modeldeploy model server",

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     )
     host: str = Field("0.0.0.0", validation_alias=_env("host", "HOST"))
     port: int = Field(8080, ge=1, le=65535, validation_alias=_env("port", "PORT"))
+    # The Open Inference Protocol's gRPC service (grpc_service.py); KServe's port. 0 turns it off.
+    grpc_port: int = Field(8081, ge=0, le=65535, validation_alias=_env("grpc_port", "GRPC_PORT"))
 
     # Serving knobs (not part of the operator contract; set through spec.server.env).
     max_batch_size: int = Field(
@@ -123,6 +125,12 @@ class Settings(BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _two_ports(self) -> Settings:
+        if self.grpc_port == self.port:
+            raise ValueError("GRPC_PORT must differ from PORT (or be 0 to turn gRPC off)")
+        return self
+
     @property
     def version(self) -> str:
         """V2 ``model_version``: explicit, else the digest prefix, else the track."""
@@ -155,6 +163,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--termination-log", help="default /dev/termination-log [TERMINATION_LOG]")
     add("--host", help="listen address, default 0.0.0.0 [HOST]")
     add("--port", type=int, help="listen port, default 8080 [PORT]")
+    add("--grpc-port", type=int, help="OIP gRPC port, default 8081, 0 = off [GRPC_PORT]")
     add("--max-batch-size", type=int, help="rows per coalesced predict call [MAX_BATCH_SIZE]")
     add("--max-batch-wait-ms", type=float, help="extra wait to fill a batch [MAX_BATCH_WAIT_MS]")
     add("--max-body-bytes", type=int, help="request body limit, 413 above [MAX_BODY_BYTES]")
