@@ -48,6 +48,9 @@ Manifest = dict[str, Any]
 CONTAINER_NAME = "model-server"
 HTTP_PORT = 8080
 SERVICE_PORT = 80
+# The server's Open Inference Protocol gRPC port (its GRPC_PORT default, KServe's 8081), the same
+# number on the Services: gRPC clients are pointed at host:8081 by KServe convention.
+GRPC_PORT = 8081
 MODEL_DIR = "/mnt/models"
 PVC_ROOT = "/mnt/pvc"
 GCS_DIR = "/var/secrets/gcs"
@@ -236,7 +239,10 @@ def deployment(md: ModelDeployment, track: Track, settings: OperatorSettings) ->
         "name": CONTAINER_NAME,
         "image": image,
         "imagePullPolicy": pull,
-        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+        ],
         "env": _env(md, track),
         "resources": _resources(md, settings),
         **_probes(settings),
@@ -330,7 +336,16 @@ def service(md: ModelDeployment, track: str | None) -> Manifest:
             "type": "ClusterIP",
             "selector": selector_labels(md.name, track),
             "ports": [
-                {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
+                {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"},
+                # h2c: cleartext HTTP/2, so meshes and Gateway implementations that read
+                # appProtocol proxy it as gRPC. Not routed by the HTTPRoute (REST only).
+                {
+                    "name": "grpc",
+                    "port": GRPC_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "kubernetes.io/h2c",
+                },
             ],
         },
     }

@@ -69,7 +69,10 @@ def golden_stable_deployment() -> dict[str, Any]:
                             "name": "model-server",
                             "image": "modeldeploy-server:0.1.0",
                             "imagePullPolicy": "IfNotPresent",
-                            "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
+                            "ports": [
+                                {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                                {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
+                            ],
                             "env": [
                                 {"name": "MODEL_NAME", "value": "iris"},
                                 {
@@ -340,7 +343,16 @@ def test_service_golden(track: str | None, name: str, selector: dict[str, str]) 
         "spec": {
             "type": "ClusterIP",
             "selector": selector,
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [
+                {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+                {
+                    "name": "grpc",
+                    "port": 8081,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "kubernetes.io/h2c",
+                },
+            ],
         },
     }
 
