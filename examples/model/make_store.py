@@ -1,7 +1,7 @@
 """Writes examples/model-store.yaml: a tiny in-cluster HTTP model store holding the example models.
 
 No public bucket is reachable from an offline cluster, so the examples serve their models from a
-ConfigMap (binaryData, both artifacts) mounted into a pod that runs ``python3 -m http.server`` from
+ConfigMap (binaryData, every artifact) mounted into a pod that runs ``python3 -m http.server`` from
 the model-server image (already on the node: no extra image to pull). Generated, never edited, so
 the store always holds exactly the committed artifacts; SHA256SUMS is written alongside and a unit
 test checks every digest in examples/*.yaml against the files.
@@ -20,7 +20,12 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent
-MODELS = ("iris-v1.joblib", "iris-v2.joblib")
+MODELS = (
+    "iris-v1.joblib",
+    "iris-v2.joblib",
+    "iris-v3-broken.joblib",
+    "iris-v3-constant.joblib",
+)
 SERVER_IMAGE = "modeldeploy-server:0.1.0"
 LABELS = {
     "app.kubernetes.io/name": "model-store",

@@ -12,6 +12,7 @@ what is expected, because a rejection is the first documentation a user reads.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -492,6 +493,159 @@ class AuthSpec(_Model):
     )
 
 
+# Go-style durations as Argo Rollouts and Flagger take them: 30s, 2m, 1h30m, 500ms.
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration matching DURATION_PATTERN (the schema has checked the form)."""
+    seconds = 0.0
+    for number, unit in re.findall(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)", text):
+        seconds += float(number) * _DURATION_UNITS[unit]
+    return seconds
+
+
+class PauseSpec(_Model):
+    """Wait at the current weight: for a while, or until a person promotes."""
+
+    duration: str | None = Field(
+        None,
+        description=(
+            "How long to stay at the current weight (e.g. 30s, 2m, 1h); the analysis keeps "
+            "judging meanwhile. Omitted: wait until `kubectl modeldeploy promote <name>` (or the "
+            "annotation modeldeploy.io/promote)."
+        ),
+        pattern=DURATION_PATTERN,
+        max_length=32,
+    )
+
+
+class RolloutStep(_Model):
+    """One step of a progressive rollout: set the canary's weight, or pause."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_validations(
+            _cel(
+                "has(self.setWeight) != has(self.pause)",
+                "each spec.rollout.steps entry is exactly one of setWeight or pause",
+            )
+        )
+    )
+
+    set_weight: int | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description=(
+            "Percent of traffic the new model gets from this step on: exact route weights with "
+            "spec.traffic.gateway, else the share of spec.replicas running it."
+        ),
+    )
+    pause: PauseSpec | None = Field(None, description="Stay at the current weight.")
+
+
+class AnalysisSpec(_Model):
+    """How the new model is judged against the one serving before, from the pods' own metrics."""
+
+    enabled: bool = Field(
+        True,
+        description=(
+            "false: steps advance on time and commands only, nothing is measured. The operator "
+            "scrapes every serving pod's /metrics itself (no Prometheus needed)."
+        ),
+    )
+    interval: str = Field(
+        "30s",
+        description=(
+            "How often the canary is judged: each check is computed over the requests of the "
+            "last interval (counter deltas between two scrapes)."
+        ),
+        pattern=DURATION_PATTERN,
+        max_length=32,
+    )
+    failure_limit: int = Field(
+        1,
+        ge=0,
+        le=100,
+        description=(
+            "Failed intervals tolerated before the rollout aborts: the rollout aborts on failed "
+            "interval number failureLimit+1 (default 1: the second failed interval). An "
+            "inconclusive interval (too few requests) is not a failure."
+        ),
+    )
+    min_requests: int = Field(
+        20,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Inference requests the canary (and, for the relative checks, stable) must have "
+            "served in an interval for its checks to count; fewer makes the interval "
+            "inconclusive."
+        ),
+    )
+    max_error_rate: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Largest share of the canary's inference requests answered with a 5xx.",
+    )
+    max_latency_p99_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Largest p99 latency of the canary's inference requests, in seconds.",
+    )
+    max_latency_p99_ratio: float | None = Field(
+        2.0,
+        gt=0,
+        description=(
+            "Largest canary p99 latency as a multiple of stable's over the same interval "
+            "(from the servers' latency histograms)."
+        ),
+    )
+    max_prediction_shift: float | None = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description=(
+            "Largest Jensen-Shannon divergence (base 2: 0 same, 1 disjoint) between the "
+            "canary's and stable's predicted-class distributions (regressors: predicted-value "
+            "histograms) over the interval, on the live traffic each received."
+        ),
+    )
+
+
+def _default_steps() -> list[RolloutStep]:
+    return [
+        RolloutStep(set_weight=10),
+        RolloutStep(pause=PauseSpec(duration="1m")),
+        RolloutStep(set_weight=50),
+        RolloutStep(pause=PauseSpec(duration="1m")),
+    ]
+
+
+class RolloutSpec(_Model):
+    """How a change of spec.model reaches production: steps of weight, judged by analysis."""
+
+    steps: list[RolloutStep] = Field(
+        default_factory=_default_steps,
+        description=(
+            "What to do, in order, with the new model running as a canary beside the one that "
+            "served before. After the last step the new model is promoted: the stable track "
+            "moves to it (maxUnavailable 0), then the canary track goes away. Default: "
+            "setWeight 10, pause 1m, setWeight 50, pause 1m."
+        ),
+        max_length=32,
+    )
+    analysis: AnalysisSpec = Field(
+        default_factory=AnalysisSpec,
+        description=(
+            "Checks per interval of the canary against stable; a failed check past failureLimit "
+            "aborts the rollout (weight 0 at once, Degraded names the check)."
+        ),
+    )
+
+
 class ModelDeploymentSpec(_Model):
     """The desired state: one model served by a Deployment per track, a Service and an HPA."""
 
@@ -503,6 +657,13 @@ class ModelDeploymentSpec(_Model):
                 "serves another model version (to promote it, move its storageUri into "
                 "spec.model and remove spec.canary)",
                 ".canary.storageUri",
+            ),
+            _cel(
+                "!(has(self.rollout) && has(self.canary))",
+                "spec.rollout and spec.canary can't be combined: spec.rollout runs a changed "
+                "spec.model as its own canary; use spec.canary for a fixed A/B split without "
+                "spec.rollout",
+                ".rollout",
             ),
         )
     )
@@ -563,6 +724,14 @@ class ModelDeploymentSpec(_Model):
             "ready)."
         ),
     )
+    rollout: RolloutSpec | None = Field(
+        None,
+        description=(
+            "Progressive rollout of a changed spec.model: the new model runs as a canary beside "
+            "the one that served before, goes through spec.rollout.steps judged by analysis, "
+            "and is promoted or aborted. Without it a changed spec.model is a rolling update."
+        ),
+    )
     topology_spread: list[TopologySpread] | None = Field(
         None,
         description=(
@@ -590,11 +759,13 @@ class ConditionStatus(StrEnum):
 class Condition(_Model):
     """One observation about the ModelDeployment, in the Kubernetes condition convention."""
 
-    type: Literal["Ready", "Progressing", "Degraded"] = Field(
+    type: Literal["Ready", "Progressing", "Degraded", "Promoted"] = Field(
         description=(
             "Ready: every pod of the current generation is rolled out and serving. "
             "Progressing: a rollout is under way. Degraded: something needs a person; "
-            "the message says what."
+            "the message says what. Promoted (with spec.rollout only): spec.model has gone "
+            "through its progressive rollout and the stable track serves it "
+            "(`kubectl wait --for=condition=Promoted md/<name>`)."
         )
     )
     status: ConditionStatus = Field(description="True, False or Unknown.")
@@ -627,6 +798,72 @@ class TrackStatus(_Model):
             "Effective share of traffic, in percent: this track's ready pods over all ready pods "
             "(the Service balances per pod). 0 when no pod is ready."
         ),
+    )
+
+
+class ModelRefStatus(_Model):
+    """A model version as a track serves it."""
+
+    storage_uri: str = Field(description="The model artifact.")
+    format: str = Field(description="Its serialization.")
+    sha256: str | None = Field(None, description="Its pinned digest, when spec pinned one.")
+
+
+class AnalysisCheckStatus(_Model):
+    """One check of the last conclusive analysis interval."""
+
+    name: Literal["errorRate", "latencyP99", "latencyP99Ratio", "predictionShift"] = Field(
+        description="The check: spec.rollout.analysis.maxErrorRate, maxLatencyP99Seconds, "
+        "maxLatencyP99Ratio or maxPredictionShift."
+    )
+    result: Literal["Passed", "Failed", "Inconclusive"] = Field(description="Its outcome.")
+    value: float | None = Field(None, description="The measured value, when there was one.")
+    threshold: float = Field(description="The limit it was held to.")
+    message: str = Field(description="What was measured, in a sentence.", max_length=1024)
+
+
+class RolloutCommandsStatus(_Model):
+    """The command annotations already acted on (their values), so each acts once."""
+
+    promote: str | None = Field(None, description="modeldeploy.io/promote")
+    abort: str | None = Field(None, description="modeldeploy.io/abort")
+    retry: str | None = Field(None, description="modeldeploy.io/retry")
+
+
+class RolloutStatus(_Model):
+    """Where the progressive rollout of spec.model stands; what a restarted operator resumes."""
+
+    revision: str = Field(description="The spec.model version this rollout is about.")
+    phase: Literal["Progressing", "Paused", "Promoting", "Healthy", "Aborted"] = Field(
+        description=(
+            "Progressing: steps under way. Paused: waiting for `kubectl modeldeploy promote`. "
+            "Promoting: the stable track moves to the new model. Healthy: done, stable serves "
+            "spec.model. Aborted: the canary was removed; stable serves previous (a new "
+            "spec.model or `kubectl modeldeploy retry` starts again)."
+        )
+    )
+    summary: str = Field(description="Phase and step, for the ROLLOUT printer column.")
+    step: int = Field(ge=0, description="Steps done (index of the step being carried out).")
+    steps: int = Field(ge=0, description="Steps in spec.rollout.steps.")
+    weight: int = Field(ge=0, le=100, description="Canary weight asked for, in percent.")
+    failed_intervals: int = Field(ge=0, description="Analysis intervals that failed so far.")
+    message: str = Field(description="What the rollout is doing, in a sentence.", max_length=4096)
+    previous: ModelRefStatus | None = Field(
+        None, description="The model that served before the rollout (stable until promotion)."
+    )
+    step_started_at: str | None = Field(
+        None, description="When the current step began.", json_schema_extra={"format": "date-time"}
+    )
+    last_analysis_at: str | None = Field(
+        None,
+        description="When the canary was last scraped and judged.",
+        json_schema_extra={"format": "date-time"},
+    )
+    analysis: list[AnalysisCheckStatus] | None = Field(
+        None, description="The checks of the last conclusive interval.", max_length=8
+    )
+    commands: RolloutCommandsStatus | None = Field(
+        None, description="Command annotations already acted on."
     )
 
 
@@ -681,9 +918,15 @@ class ModelDeploymentStatus(_Model):
             }
         },
     )
+    rollout: RolloutStatus | None = Field(
+        None, description="The progressive rollout of spec.model, with spec.rollout."
+    )
     conditions: list[Condition] | None = Field(
         None,
-        description="Ready, Progressing and Degraded, each with a reason and an actionable message",
+        description=(
+            "Ready, Progressing and Degraded (and Promoted with spec.rollout), each with a "
+            "reason and an actionable message"
+        ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
 

@@ -19,6 +19,8 @@ READY: Final = "Ready"
 PROGRESSING: Final = "Progressing"
 DEGRADED: Final = "Degraded"
 CONDITION_TYPES: Final = (READY, PROGRESSING, DEGRADED)
+# With spec.rollout only: whether spec.model has made it through its progressive rollout.
+PROMOTED: Final = "Promoted"
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,31 @@ ROLLOUT_COMPLETE: Final = Reason(
 AS_EXPECTED: Final = Reason(
     "AsExpected", "Degraded False `AsExpected`", "no problems observed", "—"
 )
+ROLLOUT_PROMOTED: Final = Reason(
+    "Promoted",
+    "Promoted True `Promoted`",
+    "spec.model went through its progressive rollout; stable serves it",
+    "—",
+)
+ROLLOUT_PROGRESSING: Final = Reason(
+    "RolloutProgressing",
+    "Promoted False `RolloutProgressing`, Progressing True",
+    "spec.model runs as a canary and goes through `spec.rollout.steps`; status.rollout says "
+    "which step and weight",
+    "wait, or `kubectl modeldeploy promote <name>` (or `abort`)",
+)
+ROLLOUT_PAUSED: Final = Reason(
+    "RolloutPaused",
+    "Promoted False `RolloutPaused`, Progressing True",
+    "a pause step without duration waits for a person",
+    "`kubectl modeldeploy promote <name>` (or `abort`)",
+)
+ROLLOUT_PROMOTING: Final = Reason(
+    "RolloutPromoting",
+    "Promoted False `RolloutPromoting`, Progressing True",
+    "the stable track moves to the new model (maxUnavailable 0); the canary goes when it is done",
+    "wait",
+)
 
 # Problems, in rank order: what a person must fix first comes first.
 CHILD_CONFLICT: Final = _problem(
@@ -78,6 +105,15 @@ CHILD_CONFLICT: Final = _problem(
     "a same-named object not owned by this ModelDeployment exists",
     "delete or rename that object",
     blocks=True,
+)
+ROLLOUT_ABORTED: Final = _problem(
+    "RolloutAborted",
+    15,
+    "the progressive rollout of spec.model was aborted (the message names the failed check with "
+    "its measured value and threshold, or says who aborted it); the canary is gone and stable "
+    "serves the previous model",
+    "fix the model and change `spec.model`, or `kubectl modeldeploy retry <name>`",
+    on="Degraded/Promoted `RolloutAborted`",
 )
 APPLY_FAILED: Final = _problem(
     "ApplyFailed",
@@ -167,6 +203,11 @@ REASONS: Final = (
     SCALED_TO_ZERO,
     ROLLOUT_COMPLETE,
     AS_EXPECTED,
+    ROLLOUT_PROMOTED,
+    ROLLOUT_PROGRESSING,
+    ROLLOUT_PAUSED,
+    ROLLOUT_PROMOTING,
+    ROLLOUT_ABORTED,
     MODEL_LOAD_FAILED,
     SERVER_CRASHING,
     IMAGE_PULL_FAILED,

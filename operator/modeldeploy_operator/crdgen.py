@@ -60,6 +60,12 @@ def _resolve(node: Any, defs: dict[str, Schema]) -> Any:
             continue
         if k == "default" and v is None:
             continue
+        if k in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(v, bool):
+            # JSON Schema 2020 (pydantic's gt/lt) has the bound here; OpenAPI v3.0 (the CRD's)
+            # wants it in minimum/maximum and a boolean flag.
+            out["minimum" if k == "exclusiveMinimum" else "maximum"] = v
+            out[k] = True
+            continue
         if k == "properties":
             out[k] = {name: _resolve(sub, defs) for name, sub in v.items()}
         else:
@@ -183,6 +189,12 @@ def printer_columns() -> list[Schema]:
             "type": "number",
             "jsonPath": ".status.canary.trafficPercent",
             "description": "Effective canary traffic share in percent (ready canary / ready pods).",
+        },
+        {
+            "name": "Rollout",
+            "type": "string",
+            "jsonPath": ".status.rollout.summary",
+            "description": "Progressive rollout phase and steps done (with spec.rollout).",
         },
         {
             "name": "URL",

@@ -42,10 +42,13 @@ from modeldeploy_operator.api import (
     PLURAL,
     VERSION,
 )
+from modeldeploy_operator.builders import HTTP_PORT
 from modeldeploy_operator.errors import ApiError, ObjectGoneError
 from modeldeploy_operator.kube import Kube, load_api_client
 from modeldeploy_operator.plan import orphan_reason
-from modeldeploy_operator.reconcile import InvalidSpecError, Outcome, reconcile
+from modeldeploy_operator.reconcile import Baseline, InvalidSpecError, Outcome, reconcile
+from modeldeploy_operator.rollout import COMMAND_ANNOTATIONS
+from modeldeploy_operator.scrape import scrape_pods
 from modeldeploy_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -101,6 +104,11 @@ class Runtime:
     queued: dict[Key, bool] = field(default_factory=dict)
     known: set[Key] = field(default_factory=set)  # ModelDeployments that exist, from the watch
     cluster_children: dict[str, dict[str, Any]] = field(default_factory=dict)  # by name
+    # The previous metrics scrape of each object in a rollout with analysis (reconcile.Baseline)
+    # and the timer of its next due step or interval; both go when the object does.
+    baselines: dict[Key, Baseline] = field(default_factory=dict)
+    timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
+    kicks: set[asyncio.Task[None]] = field(default_factory=set)
     resync_task: asyncio.Task[None] | None = None
     pool: ThreadPoolExecutor | None = None
     reconciles: int = 0
@@ -132,16 +140,45 @@ class Runtime:
             self.writes += len(outcome.writes) + int(outcome.status_written)
             if outcome.writes:
                 log.info("%s/%s: %s", namespace, name, "; ".join(outcome.writes))
+        if outcome.requeue_after is not None:
+            self.requeue(key, outcome.requeue_after)
         if outcome.retry is not None:
             raise outcome.retry
         self.last_success = time.time()
+
+    def requeue(self, key: Key, delay: float) -> None:
+        """Reconcile ``key`` again in ``delay`` seconds (a pause ends, an analysis is due),
+        keeping the earliest of the timers asked for."""
+        loop = asyncio.get_running_loop()
+        when = loop.time() + max(delay, 0.5)
+        timer = self.timers.get(key)
+        if timer is not None and not timer.cancelled() and timer.when() <= when:
+            return
+        if timer is not None:
+            timer.cancel()
+
+        def fire() -> None:
+            self.timers.pop(key, None)
+            if key in self.known:
+                task = loop.create_task(_kick(self, *key))
+                self.kicks.add(task)  # held until done: the loop keeps only weak references
+                task.add_done_callback(self.kicks.discard)
+
+        self.timers[key] = loop.call_at(when, fire)
 
     def _read_and_reconcile(self, namespace: str, name: str, thorough: bool) -> Outcome | None:
         # Always re-read: a handler's body may be older than our own last status write.
         body = self.kube.get_model_deployment(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
-        return reconcile(self.kube, body, self.settings, thorough=thorough)
+        return reconcile(
+            self.kube,
+            body,
+            self.settings,
+            thorough=thorough,
+            scrape=lambda targets: scrape_pods(targets, port=HTTP_PORT),
+            baselines=self.baselines,
+        )
 
     async def _in_worker(self, fn: Callable[..., T], *args: Any) -> T:
         """Runs blocking API work on the reconcile pool: its own threads (not the default
@@ -157,6 +194,10 @@ class Runtime:
         """A ModelDeployment event (None: kopf's listing): keep ``known`` to what exists."""
         if event_type == "DELETED":
             self.known.discard(key)
+            self.baselines.pop(key, None)
+            timer = self.timers.pop(key, None)
+            if timer is not None:
+                timer.cancel()
         else:
             self.known.add(key)
 
@@ -297,8 +338,14 @@ def make_registry(rt: Runtime) -> kopf.OperatorRegistry:
 
     # What exists, for the resync loop (kopf's own timers would add a finalizer to every object).
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    def model_deployment_seen(type: str | None, namespace: str | None, name: str, **_: Any) -> None:
+    async def model_deployment_seen(
+        type: str | None, body: kopf.Body, namespace: str | None, name: str, **_: Any
+    ) -> None:
         rt.seen(type, (namespace or "", name))
+        # A rollout command (kubectl annotate / the kubectl plugin) changes no spec: act on a
+        # command annotation whose value status has not recorded as handled yet.
+        if type == "MODIFIED" and pending_command(body):
+            await _kick(rt, namespace or "", name)
 
     @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS, registry=registry)
     # Without the Gateway API CRDs kopf logs that httproutes cannot be served, and goes on.
@@ -344,6 +391,15 @@ def make_registry(rt: Runtime) -> kopf.OperatorRegistry:
             await _kick(rt, namespace, owner)
 
     return registry
+
+
+def pending_command(body: Any) -> bool:
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    handled = ((body.get("status") or {}).get("rollout") or {}).get("commands") or {}
+    return any(
+        annotations.get(key) and annotations.get(key) != handled.get(cmd)
+        for cmd, key in COMMAND_ANNOTATIONS.items()
+    )
 
 
 async def _kick(rt: Runtime, namespace: str, name: str) -> None:

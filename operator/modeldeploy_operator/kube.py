@@ -38,21 +38,41 @@ APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 
 
-def load_api_client(connections: int | None = None) -> k8s.ApiClient:
+def load_api_client(
+    connections: int | None = None, *, kubeconfig: str | None = None, context: str | None = None
+) -> k8s.ApiClient:
     """KUBECONFIG (or ~/.kube/config) when present, else the in-cluster ServiceAccount.
-    ``connections``: the HTTP connection pool size (the client's default is 5 per core)."""
-    kubeconfig = os.environ.get("KUBECONFIG")
+    ``connections``: the HTTP connection pool size (the client's default is 5 per core);
+    ``kubeconfig``/``context``: as kubectl's flags (the kubectl plugin passes them on)."""
+    kubeconfig = kubeconfig or os.environ.get("KUBECONFIG")
     default = os.path.expanduser("~/.kube/config")
     cfg = k8s.Configuration()
     if kubeconfig or (not os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(default)):
+        # KUBECONFIG may list several files, as kubectl allows; the client takes the first.
         k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig or None, client_configuration=cfg, persist_config=False
+            config_file=(kubeconfig or "").split(os.pathsep)[0] or None,
+            context=context,
+            client_configuration=cfg,
+            persist_config=False,
         )
     else:
         k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
     if connections:
         cfg.connection_pool_maxsize = connections
     return k8s.ApiClient(cfg)
+
+
+def context_namespace(kubeconfig: str | None = None, context: str | None = None) -> str:
+    """The namespace of the kubeconfig's current (or named) context, as kubectl picks it;
+    "default" without a kubeconfig or a namespace in it."""
+    path = kubeconfig or (os.environ.get("KUBECONFIG") or "").split(os.pathsep)[0] or None
+    try:
+        contexts, active = k8s_config.list_kube_config_contexts(config_file=path)  # type: ignore[no-untyped-call]
+    except Exception:  # no kubeconfig at all (in a pod): kubectl's default too
+        return "default"
+    if context:
+        active = next((c for c in contexts or [] if c.get("name") == context), active)
+    return str(((active or {}).get("context") or {}).get("namespace") or "default")
 
 
 def _to_error(e: Exception) -> ApiError:
@@ -260,6 +280,23 @@ class Kube:
                 meta["name"],
                 e,
             )
+
+    def annotate_model_deployment(
+        self, namespace: str, name: str, annotations: dict[str, str]
+    ) -> Obj:
+        """Sets annotations (a merge patch of metadata only: spec stays the GitOps tool's)."""
+        obj: Obj = _call(
+            self.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"metadata": {"annotations": annotations}},
+            _content_type=MERGE,
+            _request_timeout=self.timeout,
+        )
+        return obj
 
     # -- used by the child watches
     def get_model_deployment(self, namespace: str, name: str) -> Obj | None:

@@ -12,18 +12,27 @@ Kubernetes client.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from modeldeploy_operator import builders, plan, status
+from modeldeploy_operator import analysis, builders, plan, rollout, status
 from modeldeploy_operator import conditions as c
-from modeldeploy_operator.api import LABEL_TRACK, ModelDeployment
+from modeldeploy_operator.api import LABEL_TRACK, ModelDeployment, parse_duration
 from modeldeploy_operator.errors import ApiError, ObjectGoneError
 from modeldeploy_operator.settings import OperatorSettings
-from modeldeploy_operator.tracks import TrackPlan, deployment_name, plan_tracks
+from modeldeploy_operator.tracks import (
+    ALL_TRACKS,
+    CANARY,
+    STABLE,
+    TrackPlan,
+    deployment_name,
+    plan_tracks,
+)
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -45,6 +54,20 @@ class Cluster(Protocol):
     def event(self, md: Obj, type_: str, reason: str, message: str) -> None: ...
 
 
+# pod name -> pod IP in; pod name -> its parsed /metrics or why it could not be scraped out.
+Scraper = Callable[[Mapping[str, str]], Mapping[str, "analysis.PodCounters | str"]]
+
+
+@dataclass
+class Baseline:
+    """The previous scrape of one ModelDeployment's pods, the start of the next interval. Held in
+    memory only: after an operator restart the first scrape is a new baseline, so one interval
+    goes unjudged; nothing else depends on it."""
+
+    revision: str
+    pods: dict[str, tuple[str, analysis.PodCounters]]  # pod -> (track, counters)
+
+
 class InvalidSpecError(Exception):
     """The stored spec does not parse (the CRD is older than the operator, or was bypassed)."""
 
@@ -55,6 +78,7 @@ class Outcome:
     status_written: bool = False
     status: Obj = field(default_factory=dict)
     retry: ApiError | None = None  # a transient failure: the caller should retry soon
+    requeue_after: float | None = None  # seconds until a rollout step or analysis is due
 
 
 def now_rfc3339() -> str:
@@ -104,6 +128,119 @@ def children_to_read(
     return [k for k in possible if k in wanted or k in existed]
 
 
+def _commands(body: Obj) -> dict[str, str]:
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    return {
+        cmd: str(annotations[key])
+        for cmd, key in rollout.COMMAND_ANNOTATIONS.items()
+        if annotations.get(key)
+    }
+
+
+def _analyse(
+    md: ModelDeployment,
+    pods: list[Obj],
+    scrape: Scraper,
+    baselines: MutableMapping[tuple[str, str], Baseline],
+    revision: str,
+) -> tuple[rollout.Verdict, tuple[analysis.Check, ...]]:
+    """One analysis interval: scrape the ready pods of both tracks and judge canary against
+    stable over the counters since the previous scrape. The first scrape of a rollout is only
+    a baseline (Inconclusive, no checks)."""
+    assert md.spec.rollout is not None
+    tracks: dict[str, str] = {}
+    targets: dict[str, str] = {}
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        track = (meta.get("labels") or {}).get(LABEL_TRACK)
+        ip = (pod.get("status") or {}).get("podIP")
+        ready = any(
+            cond.get("type") == "Ready" and cond.get("status") == "True"
+            for cond in (pod.get("status") or {}).get("conditions") or []
+        )
+        if track in (STABLE, CANARY) and ip and ready and not meta.get("deletionTimestamp"):
+            tracks[meta["name"]] = track
+            targets[meta["name"]] = ip
+    scraped = scrape(targets)
+    key = (md.namespace, md.name)
+    before = baselines.get(key)
+    if before is not None and before.revision != revision:
+        before = None
+    current: dict[str, tuple[str, analysis.PodCounters]] = {}
+    for pod_name, result in scraped.items():
+        if isinstance(result, str):
+            log.warning("%s/%s: %s", md.namespace, md.name, result)
+            # Keep its last counters as its baseline: otherwise the next scrape that reaches
+            # it would count the pod's whole history as one interval.
+            if before is not None and pod_name in before.pods:
+                current[pod_name] = before.pods[pod_name]
+        else:
+            current[pod_name] = (tracks[pod_name], result)
+    baselines[key] = Baseline(revision, current)
+    if before is None:
+        return "Inconclusive", ()
+
+    def of(
+        pods_: dict[str, tuple[str, analysis.PodCounters]], track: str
+    ) -> dict[str, analysis.PodCounters]:
+        return {n: counters for n, (t, counters) in pods_.items() if t == track}
+
+    canary = analysis.window(of(before.pods, CANARY), of(current, CANARY))
+    stable = analysis.window(of(before.pods, STABLE), of(current, STABLE))
+    checks = analysis.judge(canary, stable, md.spec.rollout.analysis)
+    return analysis.verdict(checks), checks
+
+
+def _decide_rollout(
+    cluster: Cluster,
+    md: ModelDeployment,
+    body: Obj,
+    live_status: Obj,
+    observed: dict[plan.Key, Obj | None],
+    scrape: Scraper | None,
+    baselines: MutableMapping[tuple[str, str], Baseline],
+    clock: float,
+) -> tuple[rollout.Decision, list[Obj] | None]:
+    """The step machine's decision for this run (spec.rollout), reading both track
+    Deployments first, and the pods when an analysis interval is due."""
+    spec = md.spec.rollout
+    assert spec is not None
+    for track in ALL_TRACKS:
+        key = ("Deployment", deployment_name(md.name, track))
+        if key not in observed:
+            observed[key] = cluster.get("Deployment", md.namespace, key[1])
+    stable_dep = observed[("Deployment", deployment_name(md.name, STABLE))]
+    canary_dep = observed[("Deployment", deployment_name(md.name, CANARY))]
+    target = rollout.model_of_spec(md.spec.model)
+    previous = rollout.RolloutState.from_status(live_status.get("rollout"))
+    canary_ready = rollout.model_of_deployment(
+        canary_dep, builders.CONTAINER_NAME
+    ) == target and rollout.deployment_rolled_out(canary_dep)
+    verdict: rollout.Verdict | None = None
+    checks: tuple[analysis.Check, ...] = ()
+    pods: list[Obj] | None = None
+    if (
+        scrape is not None
+        and canary_ready
+        and previous is not None
+        and previous.revision == target.revision
+        and rollout.analysis_due(spec, previous, clock)
+    ):
+        pods = cluster.list_pods(md.namespace, builders.pod_selector(md.name))
+        verdict, checks = _analyse(md, pods, scrape, baselines, target.revision)
+    obs = rollout.Observation(
+        target=target,
+        stable=rollout.model_of_deployment(stable_dep, builders.CONTAINER_NAME),
+        stable_rolled_out=rollout.deployment_rolled_out(stable_dep),
+        canary_ready=canary_ready,
+        commands=_commands(body),
+        now=clock,
+        verdict=verdict,
+        checks=checks,
+    )
+    return rollout.advance(spec, previous, obs), pods
+
+
 def reconcile(
     cluster: Cluster,
     body: Obj,
@@ -111,11 +248,17 @@ def reconcile(
     now: str | None = None,
     *,
     thorough: bool = True,
+    scrape: Scraper | None = None,
+    baselines: MutableMapping[tuple[str, str], Baseline] | None = None,
+    clock: float | None = None,
 ) -> Outcome:
     """Brings the children of ``body`` (a ModelDeployment as stored) to the desired state and
     writes its status when it changed. Transient API failures are returned in ``Outcome.retry``
     after status has been brought up to date as far as possible. ``thorough``: read every
     child the operator could have created, not only those status recorded (children_to_read).
+    With spec.rollout, ``scrape`` reads the pods' metrics for the analysis (None: no analysis),
+    ``baselines`` keeps each object's previous scrape between runs, and ``clock`` is the time
+    the step machine sees (seconds since the epoch; default: now).
     """
     now = now or now_rfc3339()
     out = Outcome()
@@ -128,12 +271,32 @@ def reconcile(
         raise InvalidSpecError(desired["conditions"][0]["message"]) from e
 
     ns = md.namespace
-    tracks = plan_tracks(md)
+    observed: dict[plan.Key, Obj | None] = {}
+    decision: rollout.Decision | None = None
+    pods: list[Obj] | None = None
+    if md.spec.rollout is not None:
+        decision, pods = _decide_rollout(
+            cluster,
+            md,
+            body,
+            live_status,
+            observed,
+            scrape,
+            baselines if baselines is not None else {},
+            clock if clock is not None else time.time(),
+        )
+        for type_, reason, message in decision.events:
+            cluster.event(body, type_, reason, message)
+        out.requeue_after = decision.requeue_after
+        if decision.analysing and md.spec.rollout.analysis.enabled:
+            interval = parse_duration(md.spec.rollout.analysis.interval)
+            out.requeue_after = min(out.requeue_after or interval, interval)
+    tracks = plan_tracks(md, decision)
     wanted = {plan.key_of(m) for m in builders.desired_children(md, settings, tracks)}
     possible = builders.possible_children(md.name, ns)
-    observed: dict[plan.Key, Obj | None] = {}
     for kind, name in children_to_read(possible, wanted, live_status, thorough):
-        observed[(kind, name)] = cluster.get(kind, ns, name)
+        if (kind, name) not in observed:
+            observed[(kind, name)] = cluster.get(kind, ns, name)
     desired_children = builders.desired_children(
         md, settings, tracks, _ready_tracks(observed, tracks)
     )
@@ -174,7 +337,8 @@ def reconcile(
     for reason, items in done.items():
         cluster.event(body, "Normal", reason, f"{reason} " + "; ".join(items))
 
-    pods = cluster.list_pods(ns, builders.pod_selector(md.name))
+    if pods is None or the_plan.actions:
+        pods = cluster.list_pods(ns, builders.pod_selector(md.name))
     deployments = {t.name: observed.get(("Deployment", t.deployment)) for t in tracks.active}
     leftover = [
         t for t in tracks.removed if observed.get(("Deployment", deployment_name(md.name, t)))
@@ -193,6 +357,7 @@ def reconcile(
         leftover_tracks=leftover,
         route=observed.get(("HTTPRoute", md.name)),
         route_api_missing=route_api_missing,
+        rollout=decision.state if decision is not None else None,
     )
     desired_status = status.compute_status(
         md, obs, live_status, now, settings.cluster_domain, tracks

@@ -27,6 +27,14 @@ from modeldeploy_operator import conditions as c
 from modeldeploy_operator.api import ANNOTATION_TEMPLATE_HASH, LABEL_TRACK, ModelDeployment
 from modeldeploy_operator.builders import CONTAINER_NAME, pod_selector, service_url
 from modeldeploy_operator.conditions import Reason
+from modeldeploy_operator.rollout import (
+    ABORTED,
+    HEALTHY,
+    PAUSED,
+    PROGRESSING,
+    PROMOTING,
+    RolloutState,
+)
 from modeldeploy_operator.split import effective_percent
 from modeldeploy_operator.tracks import (
     ALL_TRACKS,
@@ -40,6 +48,16 @@ Obj = dict[str, Any]
 
 IMAGE_PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 CONFIG_REASONS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+
+
+# The Promoted condition's (and, during a rollout, Progressing's) reason per rollout phase.
+_ROLLOUT_REASONS: dict[str, Reason] = {
+    PROGRESSING: c.ROLLOUT_PROGRESSING,
+    PAUSED: c.ROLLOUT_PAUSED,
+    PROMOTING: c.ROLLOUT_PROMOTING,
+    HEALTHY: c.ROLLOUT_PROMOTED,
+    ABORTED: c.ROLLOUT_ABORTED,
+}
 
 
 @dataclass(frozen=True)
@@ -66,6 +84,7 @@ class Observed:
     leftover_tracks: list[str] = field(default_factory=list)  # tracks being removed
     route: Obj | None = None  # the live HTTPRoute, with spec.traffic.gateway
     route_api_missing: bool = False  # applying the HTTPRoute found no such resource
+    rollout: RolloutState | None = None  # the step machine's state after this run (spec.rollout)
 
 
 @dataclass(frozen=True)
@@ -354,6 +373,9 @@ def compute_status(
     for t in plan.active:
         problems += deployment_problems(t.name, observed.deployments.get(t.name))
     problems += route_problems(md, observed.route, observed.route_api_missing)
+    rollout = observed.rollout if md.spec.rollout is not None else None
+    if rollout is not None and rollout.phase == ABORTED:
+        problems.append(Problem(c.ROLLOUT_ABORTED, rollout.message))
     problems.sort(key=lambda p: p.rank)
 
     waiting = [s.progress for s in states if not s.rolled_out]
@@ -378,7 +400,11 @@ def compute_status(
     else:
         degraded = cond(c.DEGRADED, False, c.AS_EXPECTED, "no problems observed")
 
-    if rolled_out:
+    in_rollout = rollout is not None and rollout.phase in (PROGRESSING, PAUSED, PROMOTING)
+    if in_rollout and not write_blocked and not deadline:
+        assert rollout is not None
+        progressing = cond(c.PROGRESSING, True, _ROLLOUT_REASONS[rollout.phase], rollout.message)
+    elif rolled_out:
         progressing = cond(
             c.PROGRESSING, False, c.ROLLOUT_COMPLETE, "every track runs the current spec"
         )
@@ -419,6 +445,12 @@ def compute_status(
         "selector": pod_selector(md.name),
         "conditions": [ready, progressing, degraded],
     }
+    if rollout is not None and md.spec.rollout is not None:
+        status["rollout"] = rollout.to_status(len(md.spec.rollout.steps))
+        reason = _ROLLOUT_REASONS[rollout.phase]
+        status["conditions"].append(
+            cond(c.PROMOTED, rollout.phase == HEALTHY, reason, rollout.message)
+        )
     for s in states:
         status[s.track.name] = block(s)
     return status
@@ -439,7 +471,7 @@ def status_patch(live: Obj, desired: Obj) -> Obj | None:
     for k, v in desired.items():
         if live.get(k) != v:
             patch[k] = v
-    for k in ALL_TRACKS:  # blocks the operator removes when their track goes away
+    for k in (*ALL_TRACKS, "rollout"):  # blocks that go away with their track or spec.rollout
         if k in live and k not in desired:
             patch[k] = None
     return patch or None

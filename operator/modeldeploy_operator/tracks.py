@@ -6,8 +6,9 @@ same facts about a track — its artifact (uri, format, digest), its share of ``
 the names of its children — and they used to derive them each on their own. Here they are derived
 once, from the spec, by ``plan_tracks``; everyone else reads the ``Track`` values.
 
-The progressive rollout adds per-track phases and route weights: they belong on ``Track`` (and
-are computed in ``plan_tracks``), so builders and status keep reading one value.
+With ``spec.rollout`` the step machine (rollout.py) decides what each track serves and the
+canary's weight; ``plan_tracks`` takes its ``Decision`` and turns it into the same ``Track``
+values, so builders and status read one thing whichever way the canary came to be.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from modeldeploy_operator.api import ModelDeployment
-from modeldeploy_operator.split import cannot_honour, split_replicas
+from modeldeploy_operator.rollout import PROMOTING, Decision
+from modeldeploy_operator.split import Split, cannot_honour, split_replicas
 
 STABLE: Final = "stable"
 CANARY: Final = "canary"
@@ -77,7 +79,63 @@ class TrackPlan:
         return self.active[0]
 
 
-def plan_tracks(md: ModelDeployment) -> TrackPlan:
+def _rollout_split(total: int, weight: int) -> Split:
+    """spec.replicas divided at a rollout weight. Unlike a fixed canary, a rollout that has set
+    a weight above 0 always gets a canary pod, and stable always keeps one, with a pod more than
+    spec.replicas when there are too few to divide: otherwise a single-replica ModelDeployment
+    could never show its canary any traffic, and an abort at weight 100 would have no stable
+    pod to send the traffic back to at once. The extra pod lasts as long as the rollout."""
+    split = split_replicas(total, weight)
+    if total == 0:
+        return split
+    return Split(split.stable or 1, split.canary or (1 if weight > 0 else 0))
+
+
+def _planned_by_rollout(md: ModelDeployment, decision: Decision) -> TrackPlan:
+    split = _rollout_split(md.spec.replicas, decision.canary_weight)
+    if decision.state.phase == PROMOTING:
+        # Promotion moves stable to the new model at full size (maxUnavailable 0) while the
+        # canary keeps its pods and weight, until every stable pod serves the new model.
+        split = Split(md.spec.replicas, split.canary)
+    stable_model = decision.stable
+    active = [
+        Track(
+            name=STABLE,
+            storage_uri=stable_model.storage_uri,
+            format=stable_model.format,
+            sha256=stable_model.sha256,
+            replicas=split.stable if decision.canary else md.spec.replicas,
+            requested_percent=100 - (decision.canary_weight if decision.canary else 0),
+            deployment=deployment_name(md.name, STABLE),
+            service=service_name(md.name, STABLE),
+        )
+    ]
+    if decision.canary is not None:
+        active.append(
+            Track(
+                name=CANARY,
+                storage_uri=decision.canary.storage_uri,
+                format=decision.canary.format,
+                sha256=decision.canary.sha256,
+                replicas=split.canary,
+                requested_percent=decision.canary_weight,
+                deployment=deployment_name(md.name, CANARY),
+                service=service_name(md.name, CANARY),
+            )
+        )
+    names = {t.name for t in active}
+    return TrackPlan(
+        active=tuple(active),
+        removed=tuple(t for t in ALL_TRACKS if t not in names),
+        single_replica_note="",
+    )
+
+
+def plan_tracks(md: ModelDeployment, rollout: Decision | None = None) -> TrackPlan:
+    """The tracks the spec asks for; with ``spec.rollout``, the ones ``rollout`` (the step
+    machine's decision for this reconcile) asks for."""
+    if rollout is not None:
+        return _planned_by_rollout(md, rollout)
     spec = md.spec
     canary = spec.canary
     split = split_replicas(spec.replicas, canary.traffic_percent if canary else None)

@@ -133,6 +133,18 @@ def namespace(kubectl: Kubectl) -> Iterator[str]:
     kubectl.run("delete", "namespace", name, "--wait=false", check=False)
 
 
+def wait_load_running(kubectl: Kubectl, namespace: str) -> None:
+    """Until a load generator pod of the namespace runs (its traffic has begun)."""
+    kubectl.wait_for(
+        "the load generator running",
+        lambda: any(
+            p["status"].get("phase") == "Running"
+            for p in kubectl.json("get", "pods", "-n", namespace)["items"]
+            if p["metadata"]["name"].startswith("loadgen-")
+        ),
+    )
+
+
 @dataclass
 class LoadResult:
     sent: int
@@ -144,7 +156,7 @@ class LoadResult:
 
 
 def start_load(
-    kubectl: Kubectl, namespace: str, url: str, body: dict[str, Any], *extra: str
+    kubectl: Kubectl, namespace: str, url: str, body: dict[str, Any] | list[Any], *extra: str
 ) -> Callable[[], LoadResult]:
     """Starts tests/e2e/loadgen.py in a pod of the server image; returns a function that waits
     for it to finish and gives its result."""

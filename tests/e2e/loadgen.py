@@ -6,6 +6,9 @@ them. A port-forward from the host would pin one pod and hide both. The image ha
 standard library of Python guaranteed, so this file uses nothing else. It prints one JSON line.
 
 usage: python3 loadgen.py URL BODY_JSON --rate R --duration S | --count N [--concurrency C]
+
+BODY_JSON may be a JSON list of bodies: request i then sends body i mod len, so the traffic mixes
+them in a fixed proportion (e.g. one iris class per body).
 """
 
 from __future__ import annotations
@@ -31,7 +34,12 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=10.0)
     args = parser.parse_args()
 
-    body = args.body.encode()
+    parsed = json.loads(args.body)
+    bodies = (
+        [json.dumps(b).encode() for b in parsed]
+        if isinstance(parsed, list)
+        else [args.body.encode()]
+    )
     lock = threading.Lock()
     tracks: Counter[str] = Counter()
     errors: Counter[str] = Counter()
@@ -41,23 +49,26 @@ def main() -> int:
     total = args.count if args.count else int(args.rate * args.duration)
     start = time.monotonic()
 
-    def next_slot() -> float | None:
+    def next_slot() -> tuple[int, float] | None:
         nonlocal sent
         with lock:
             if sent >= total:
                 return None
             index = sent
             sent += 1
-        return start + index / args.rate if args.rate else 0.0
+        return index, (start + index / args.rate if args.rate else 0.0)
 
     def worker() -> None:
         nonlocal ok
-        while (due := next_slot()) is not None:
+        while (slot := next_slot()) is not None:
+            index, due = slot
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             request = urllib.request.Request(
-                args.url, data=body, headers={"Content-Type": "application/json"}
+                args.url,
+                data=bodies[index % len(bodies)],
+                headers={"Content-Type": "application/json"},
             )
             try:
                 with urllib.request.urlopen(request, timeout=args.timeout) as response:

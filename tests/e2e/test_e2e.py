@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .conftest import OPERATOR_NS, REPO, Kubectl, start_load
+from .conftest import OPERATOR_NS, REPO, Kubectl, start_load, wait_load_running
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 VIRGINICA = [6.7, 3.0, 5.2, 2.3]
@@ -195,14 +195,7 @@ def test_model_rollout_and_pod_deletion_under_load_drop_no_request(
         "--concurrency",
         "8",
     )
-    kubectl.wait_for(
-        "the load generator running",
-        lambda: any(
-            p["status"].get("phase") == "Running"
-            for p in kubectl.json("get", "pods", "-n", namespace)["items"]
-            if p["metadata"]["name"].startswith("loadgen-")
-        ),
-    )
+    wait_load_running(kubectl, namespace)
     patch = {"spec": {"model": {"storageUri": v2["storageUri"]}}}
     if "sha256" in v2:
         patch["spec"]["model"]["sha256"] = v2["sha256"]
