@@ -8,8 +8,11 @@ Python server on uvicorn pays on this machine.
 One run trains a 100-tree RandomForest on iris, starts each server in turn on 127.0.0.1 (never
 together, so each gets the whole machine), drives it with the closed-loop load generator in
 bench/loadgen.py at concurrency 1 and 32 with 1-row and 100-row requests, and prints req/s, p50
-and p99 plus the ratios to each baseline. Every cell is bounded by --duration seconds and
---max-requests requests. MLServer's pins conflict with ours, so it gets its own venv in
+and p99 plus the ratios to each baseline. Ours is measured four ways in the same process: V1
+JSON, V2 JSON, V2 with binary tensors (the framing tritonclient.http and KServe's client send by
+default) and the OIP gRPC service (bench/grpc_load.py), each with its ratio to V2 JSON. Every
+cell is bounded by --duration seconds and --max-requests requests. MLServer's pins conflict with
+ours, so it gets its own venv in
 .bench/mlserver-venv; if that install fails, MLServer is skipped with a message.
 
 The auth cell (`auth` in --only) runs ours twice more, without and with spec.auth (AUTH_ENABLED,
@@ -50,6 +53,7 @@ from typing import Any
 import httpx
 import joblib
 import numpy as np
+from grpc_load import run_grpc_load
 from loadgen import Result, run_load
 from modeldeploy_server.codec import decode_v2
 from modeldeploy_server.runtime.forest import compile_forest
@@ -319,6 +323,34 @@ async def measure(
                 f"p99 {r.pct(0.99, r.overheads) * 1e3:.2f} ms]"
             )
         print(f"  {target.label:<14} c={conc:<3} rows={rows:<4} {fmt_cell(r)}{note}", flush=True)
+    return out
+
+
+async def measure_grpc(
+    label: str, port: int, duration: float, max_requests: int
+) -> dict[tuple[int, int], Result]:
+    """The CELLS over the server's gRPC port (bench/grpc_load.py: raw_input_contents, one
+    channel), printed like measure's; status 0 is gRPC's OK."""
+    out: dict[tuple[int, int], Result] = {}
+    for conc, rows in CELLS:
+        r = await run_grpc_load(
+            port,
+            "iris",
+            rows,
+            concurrency=conc,
+            duration_s=duration,
+            max_requests=max_requests,
+            warmup_s=min(2.0, duration / 4),
+        )
+        out[(conc, rows)] = r
+        bad = {s: n for s, n in r.statuses.items() if s != 0}
+        note = f"  (errors: {r.errors}, non-OK codes: {bad})" if r.errors or bad else ""
+        if r.overheads:
+            note += (
+                f"  [over its own predict: p50 {r.pct(0.5, r.overheads) * 1e3:.2f} ms, "
+                f"p99 {r.pct(0.99, r.overheads) * 1e3:.2f} ms]"
+            )
+        print(f"  {label:<14} c={conc:<3} rows={rows:<4} {fmt_cell(r)}{note}", flush=True)
     return out
 
 
@@ -738,6 +770,7 @@ def main() -> int:
 
     base_env = dict(os.environ)
     ours_port = free_port()
+    ours_grpc_port = free_port()
     ours_env = {
         **base_env,
         "MODEL_NAME": "iris",
@@ -746,6 +779,7 @@ def main() -> int:
         "TERMINATION_LOG": str(logs / "termination-log"),
         "HOST": "127.0.0.1",
         "PORT": str(ours_port),
+        "GRPC_PORT": str(ours_grpc_port),
     }
     ours_cmd = [str(bin_dir / "modeldeploy-server")]
     naive_port = free_port()
@@ -803,6 +837,10 @@ def main() -> int:
                 results["ours-v2-binary"] = asyncio.run(
                     measure(binary, duration, args.max_requests)
                 )
+                # And the same model over the Open Inference Protocol's gRPC service.
+                results["ours-grpc"] = asyncio.run(
+                    measure_grpc("ours-grpc", ours_grpc_port, duration, args.max_requests)
+                )
         except RuntimeError as exc:
             print(f"SKIPPING {t.label}: {exc}")
         finally:
@@ -831,6 +869,7 @@ def main() -> int:
         ("ours-v1", "naive-fastapi"),
         ("ours-v2", "mlserver"),
         ("ours-v2-binary", "ours-v2"),
+        ("ours-grpc", "ours-v2"),
     ]
     for conc, rows in CELLS:
         print(f"c={conc} rows={rows}:")
@@ -849,7 +888,7 @@ def main() -> int:
             fast_ms = fast1 if rows == 1 else fast100
             floor = results.get("floor-asgi", {}).get((conc, rows))
             floor_ms = floor.pct(0.5, floor.overheads) * 1e3 if floor and floor.overheads else None
-            for label in ("ours-v1", "ours-v2", "ours-v2-binary"):
+            for label in ("ours-v1", "ours-v2", "ours-v2-binary", "ours-grpc"):
                 if label not in results:
                     continue
                 res = results[label][(conc, rows)]

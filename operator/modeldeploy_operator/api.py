@@ -60,6 +60,8 @@ RESERVED_ENV = (
     "TERMINATION_LOG",
     "GOOGLE_APPLICATION_CREDENTIALS",
     "MODEL_NAMESPACE",
+    # the container port named grpc must be where the server listens
+    "GRPC_PORT",
     "AUTH_ENABLED",
     "AUTH_CACHE_SECONDS",
     # where the reviews go and with which identity: overriding them would let a spec.server.env

@@ -129,6 +129,7 @@ def _env(md: ModelDeployment, track: Track) -> list[dict[str, Any]]:
         {"name": "MODEL_VERSION", "value": track.model_version},
         {"name": "TERMINATION_LOG", "value": TERMINATION_LOG},
         {"name": "MODEL_NAMESPACE", "value": md.namespace},
+        {"name": "GRPC_PORT", "value": str(GRPC_PORT)},
     ]
     auth = md.spec.auth
     if auth is not None and auth.enabled:

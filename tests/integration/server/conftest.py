@@ -213,6 +213,8 @@ def start_server(tmp_path: Path, clean_env: dict[str, str]) -> Iterator[Any]:
             "MODELDEPLOY_TRACK": "canary",
             "HOST": "127.0.0.1",
             "PORT": str(port),
+            # Not the default 8081: tests run side by side, and a developer's server may hold it.
+            "GRPC_PORT": str(free_port()),
             "DOWNLOAD_ATTEMPTS": "2",
             "DOWNLOAD_BACKOFF_S": "0",
             **(extra_env or {}),

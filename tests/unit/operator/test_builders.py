@@ -87,6 +87,7 @@ def golden_stable_deployment() -> dict[str, Any]:
                                 {"name": "MODEL_VERSION", "value": "aaaaaaaaaaaa"},
                                 {"name": "TERMINATION_LOG", "value": "/dev/termination-log"},
                                 {"name": "MODEL_NAMESPACE", "value": "default"},
+                                {"name": "GRPC_PORT", "value": "8081"},
                             ],
                             "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}},
                             "startupProbe": {
