@@ -103,17 +103,22 @@ def _build_routers(dp: DataPlane) -> list[APIRouter]:
     async def v2_models() -> Response:
         return json_response(dp.v1_models())
 
+    # The version is a path segment or absent, as in the OIP: one handler per route, since a
+    # handler with an optional `version` would also take (and document) a `?version=` query.
     @v2.get(
         "/v2/models/{name}",
         response_model=schemas.V2ModelMetadata,
         responses=_responses(404, 503),
     )
+    async def v2_model(name: str) -> Response:
+        return json_response(dp.v2_model_metadata(name))
+
     @v2.get(
         "/v2/models/{name}/versions/{version}",
         response_model=schemas.V2ModelMetadata,
         responses=_responses(404, 503),
     )
-    async def v2_model(name: str, version: str | None = None) -> Response:
+    async def v2_model_version(name: str, version: str) -> Response:
         return json_response(dp.v2_model_metadata(name, version))
 
     @v2.get(
@@ -121,12 +126,15 @@ def _build_routers(dp: DataPlane) -> list[APIRouter]:
         response_model=schemas.V2ModelReady,
         responses=_responses(404, 503),
     )
+    async def v2_model_ready(name: str) -> Response:
+        return json_response(dp.v2_model_ready(name))
+
     @v2.get(
         "/v2/models/{name}/versions/{version}/ready",
         response_model=schemas.V2ModelReady,
         responses=_responses(404, 503),
     )
-    async def v2_model_ready(name: str, version: str | None = None) -> Response:
+    async def v2_model_version_ready(name: str, version: str) -> Response:
         return json_response(dp.v2_model_ready(name, version))
 
     return [health, v1, v2]

@@ -21,9 +21,24 @@ import orjson
 
 from modeldeploy_server.binary import RawReader, raw_from_array, split_body, tensor_from_raw
 from modeldeploy_server.datatypes import V2_DTYPES, v2_datatype
-from modeldeploy_server.errors import InferenceError, InvalidInputError, brief
+from modeldeploy_server.errors import InferenceError, InvalidInputError, brief, clip
 
 Array = np.ndarray[Any, Any]
+
+# The most dimensions a V2 tensor (its shape, or the nesting of its data) may have: numpy 1 makes
+# arrays of at most 32 (numpy 2 of 64, but some of its functions, e.g. ``.flat``, still stop at
+# 32), and no model here takes more than a few.
+MAX_RANK = 32
+# numpy refuses a shape whose element count times the item size (at most 8 bytes for the V2
+# datatypes) overflows its index type, even when a zero-length dimension leaves it empty; a shape
+# over this is refused here, before any array is made.
+_MAX_ELEMENTS = int(np.iinfo(np.intp).max) // 8
+# What each datatype's JSON data may hold, for the error that says it doesn't.
+_INTEGER_RANGE = {
+    name: (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
+    for name, dtype in V2_DTYPES.items()
+    if dtype.kind in "iu"
+}
 
 
 _FRAMING_HINT = (
@@ -54,7 +69,7 @@ def rows_to_array(rows: list[Any], what: str) -> np.ndarray[Any, Any]:
     """Turn a JSON list into an ndarray with numpy's own conversion (no per-element Python)."""
     try:
         arr = np.asarray(rows)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise InvalidInputError(
             f"{what} must be a rectangular list (every row with the same number of values)"
         ) from None
@@ -64,7 +79,7 @@ def rows_to_array(rows: list[Any], what: str) -> np.ndarray[Any, Any]:
         # to NaN; anything else that still won't become float stays object for the model to judge.
         try:
             return np.asarray(rows, dtype=np.float64)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             if arr.ndim == 1 and any(isinstance(r, list) for r in rows):
                 raise InvalidInputError(
                     f"{what} must be a rectangular list (every row with the same number of values)"
@@ -113,12 +128,14 @@ def records_to_array(records: list[dict[str, Any]], names: tuple[str, ...]) -> n
             unknown = sorted(set(rec).difference(expected))
             parts = []
             if missing:
-                parts.append(f"missing {missing}")
+                parts.append(f"missing {brief(missing)}")
             if unknown:
-                parts.append(f"unknown {unknown}")
+                parts.append(f"unknown {brief(unknown)}")
+            listed = clip(str(list(names)))
+            if len(listed) < len(str(list(names))):
+                listed += f" ({len(names)} in all: the model metadata's parameters.feature_names)"
             raise InvalidInputError(
-                f"instances[{i}] has {', '.join(parts)}; the model expects the features "
-                f"{list(names)}"
+                f"instances[{i}] has {', '.join(parts)}; the model expects the features {listed}"
             )
         matrix.append([rec[n] for n in names])
     return rows_to_array(matrix, 'field "instances"')
@@ -170,6 +187,23 @@ def _field(obj: dict[str, Any], key: str, where: str) -> Any:
         raise InvalidInputError(f'{where}: field "{key}" is required') from None
 
 
+def _parameters(params: Any, where: str) -> dict[str, Any] | None:
+    """``params`` if it is the OIP's ``$parameters``: an object whose values are strings,
+    numbers or booleans. Nothing else is read from it here, but the caller should hear that a
+    parameter they sent can't mean anything (and a value nested a thousand deep is refused)."""
+    if params is None:
+        return None
+    if not isinstance(params, dict):
+        raise InvalidInputError(f'{where}: "parameters" must be an object, got {brief(params)}')
+    for key, value in params.items():
+        if not isinstance(value, str | int | float):  # bool is an int
+            raise InvalidInputError(
+                f'{where}: "parameters.{clip(key, 40)}" must be a string, number or boolean, '
+                f"got {brief(value)}"
+            )
+    return params
+
+
 def _flag(params: Any, key: str, where: str) -> bool:
     if params is None:
         return False
@@ -181,6 +215,104 @@ def _flag(params: Any, key: str, where: str) -> bool:
     return value
 
 
+def check_shape(where: str, shape: Any) -> list[int]:
+    """``shape`` if numpy can make an array of it; InvalidInputError naming ``where`` if not.
+
+    A tensor's header must pass it before an array is made or bytes are read for it, whichever
+    transport carried it (a JSON or binary tensor here): numpy raises ValueError, which is no
+    400, for a shape past its dimension limit or one whose size overflows with no elements."""
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
+        raise InvalidInputError(
+            f'{where}: "shape" must be a list of non-negative integers, got {brief(shape)}'
+        )
+    if len(shape) > MAX_RANK:
+        raise InvalidInputError(
+            f'{where}: "shape" has {len(shape)} dimensions; at most {MAX_RANK} are supported'
+        )
+    if math.prod(d for d in shape if d) > _MAX_ELEMENTS:
+        raise InvalidInputError(
+            f'{where}: "shape" {brief(shape)} describes more elements than an array can hold'
+        )
+    return shape
+
+
+def _integers(datatype: str) -> str:
+    lo, hi = _INTEGER_RANGE[datatype]
+    return f"expected integers from {lo} to {hi}"
+
+
+def _not_of(where: str, datatype: str, problem: str, data: Any) -> InvalidInputError:
+    return InvalidInputError(
+        f"{where}: data can't be read as {datatype}: {problem}, got {brief(data)}"
+    )
+
+
+def _data_problem(datatype: str, found: Array) -> str | None:
+    """Why ``found`` (the data as numpy read it, whatever its type) is not ``datatype``'s JSON
+    form, or None. Whole-array checks; only BYTES and data with nulls look at each element."""
+    kind = found.dtype.kind
+    if datatype == "BYTES":
+        if all(v is None or isinstance(v, str) for v in found.reshape(-1).tolist()):
+            return None
+        return "expected strings"
+    if not found.size:
+        return None
+    if datatype == "BOOL":
+        if kind == "b" or (kind in "iu" and found.min() >= 0 and found.max() <= 1):
+            return None
+        return "expected true or false (or 0 and 1)"
+    if datatype in _INTEGER_RANGE:
+        lo, hi = _INTEGER_RANGE[datatype]
+        if kind in "biu" and lo <= int(found.min()) and int(found.max()) <= hi:
+            return None
+        # Floats: whole ones (2.0), or integers numpy could only hold together as floats
+        # (2**64 - 1 beside 0); the conversion from the JSON values checks the range exactly.
+        if kind == "f" and bool((found == np.trunc(found)).all()):
+            return None
+        return _integers(datatype)
+    # FP16/FP32/FP64: numbers; null (which makes numpy's guess an object array) is NaN.
+    if kind in "biuf" or (
+        kind == "O"
+        and all(v is None or isinstance(v, int | float) for v in found.reshape(-1).tolist())
+    ):
+        return None
+    return "expected numbers (null for a missing value)"
+
+
+def _typed_array(where: str, datatype: str, data: Any) -> Array:
+    """JSON ``data`` as an array of ``datatype``; InvalidInputError naming ``where`` for data
+    that is not of that type (numpy alone would turn "1" or 1.5 into an INT32 1, "a" into True)."""
+    try:
+        found = np.asarray(data, dtype=object if datatype == "BYTES" else None)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidInputError(
+            f"{where}: data can't be read as {datatype}: {clip(str(exc))}"
+        ) from None
+    if found.ndim > MAX_RANK:
+        raise InvalidInputError(
+            f"{where}: data nests lists {found.ndim} deep; at most {MAX_RANK} are supported"
+        )
+    problem = _data_problem(datatype, found)
+    if problem is not None:
+        raise _not_of(where, datatype, problem, data)
+    dtype = V2_DTYPES[datatype]
+    if datatype in _INTEGER_RANGE and found.dtype.kind == "f":
+        try:
+            return np.asarray(data, dtype=dtype)  # OverflowError out of the datatype's range
+        except OverflowError:
+            raise _not_of(where, datatype, _integers(datatype), data) from None
+    if found.dtype.kind == "O" and datatype != "BYTES":
+        # Numbers and nulls: converting the list itself maps null to NaN.
+        return np.asarray(data, dtype=dtype)
+    # Overflow (e.g. 7e4 as FP16) becomes inf, which the runtime reports as a 400.
+    with np.errstate(over="ignore"):
+        return found.astype(dtype, copy=False)
+
+
 def _decode_tensor(i: int, inp: Any, raw: RawReader | None) -> Tensor:
     where = f"inputs[{i}]"
     if not isinstance(inp, dict):
@@ -188,8 +320,8 @@ def _decode_tensor(i: int, inp: Any, raw: RawReader | None) -> Tensor:
     name = _field(inp, "name", where)
     shape = _field(inp, "shape", where)
     datatype = _field(inp, "datatype", where)
-    params = inp.get("parameters")
-    size = params.get("binary_data_size") if isinstance(params, dict) else None
+    params = _parameters(inp.get("parameters"), where)
+    size = params.get("binary_data_size") if params is not None else None
     if size is None:
         data = _field(inp, "data", where)
     elif raw is None:
@@ -202,36 +334,31 @@ def _decode_tensor(i: int, inp: Any, raw: RawReader | None) -> Tensor:
             f'{where} has both "data" and parameters.binary_data_size; send one of them'
         )
     if not isinstance(name, str):
-        raise InvalidInputError(f'{where}: "name" must be a string')
-    if (
-        not isinstance(shape, list)
-        or not shape
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-    ):
-        raise InvalidInputError(
-            f'{where}: "shape" must be a list of non-negative integers, got {brief(shape)}'
-        )
-    dtype = V2_DTYPES.get(datatype) if isinstance(datatype, str) else None
-    if dtype is None:
+        raise InvalidInputError(f'{where}: "name" must be a string, got {brief(name)}')
+    shape = check_shape(where, shape)
+    if not isinstance(datatype, str) or datatype not in V2_DTYPES:
         raise InvalidInputError(
             f"{where}: datatype {brief(datatype)} is not supported; use one of "
             f"{', '.join(V2_DTYPES)}"
         )
+    want = math.prod(shape)
     if size is not None:
         assert raw is not None
-        return Tensor(name, tensor_from_raw(where, datatype, shape, raw.take(where, size)))
+        chunk = raw.take(where, size)
+        if datatype == "BYTES" and want > len(chunk) // 4:
+            # Each element takes at least its 4-byte length: refused before anything is
+            # allocated for a shape the bytes can't hold.
+            raise InvalidInputError(
+                f"{where}: shape {brief(shape)} holds {want} BYTES elements but the binary data "
+                f"has only {len(chunk)} bytes (each element takes at least its 4-byte length)"
+            )
+        return Tensor(name, tensor_from_raw(where, datatype, shape, chunk))
     if not isinstance(data, list):
         data = [data]
-    try:
-        # Overflow (e.g. 7e4 as FP16) becomes inf, which the DataPlane reports as a 400.
-        with np.errstate(over="ignore"):
-            arr = np.asarray(data, dtype=dtype)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise InvalidInputError(f"{where}: data can't be read as {datatype}: {exc}") from None
-    want = math.prod(shape)
+    arr = _typed_array(where, datatype, data)
     if arr.size != want:
         raise InvalidInputError(
-            f"{where}: shape {shape} needs {want} values but data holds {arr.size}"
+            f"{where}: shape {brief(shape)} needs {want} values but data holds {arr.size}"
         )
     if arr.shape != tuple(shape):
         arr = arr.reshape(shape)
@@ -249,6 +376,9 @@ def decode_v2(body: bytes, header_length: str | None = None) -> V2Request:
     if header_length is None:
         doc = _load(body, v2=True)
     else:
+        # Only ASCII digits are a length (str.isdigit also takes "²", which int() refuses):
+        # anything else arrives escaped, so split_body refuses it and quotes it readably.
+        header_length = header_length.encode("ascii", "backslashreplace").decode("ascii")
         header, raw = split_body(body, header_length)
         doc = _load(header, "the JSON header (the first Inference-Header-Content-Length bytes)")
     inputs = doc.get("inputs")
@@ -274,15 +404,18 @@ def decode_v2(body: bytes, header_length: str | None = None) -> V2Request:
                     f'outputs[{j}] must be an object with a string "name", got {brief(out)}'
                 )
             outputs.append(name)
-            if _flag(out.get("parameters"), "binary_data", f"outputs[{j}]"):
+            out_params = _parameters(out.get("parameters"), f"outputs[{j}]")
+            if _flag(out_params, "binary_data", f"outputs[{j}]"):
                 binary.add(name)
     req_id = doc.get("id")
-    params = doc.get("parameters")
+    if req_id is not None and not isinstance(req_id, str):
+        raise InvalidInputError(f'field "id" must be a string, got {brief(req_id)}')
+    params = _parameters(doc.get("parameters"), "the request")
     return V2Request(
-        id=str(req_id) if req_id is not None else None,
+        id=req_id,
         inputs=decoded,
         outputs=outputs,
-        parameters=params if isinstance(params, dict) else None,
+        parameters=params,
         binary_all=_flag(params, "binary_data_output", "the request"),
         binary_outputs=frozenset(binary),
     )

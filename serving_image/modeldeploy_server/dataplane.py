@@ -33,6 +33,8 @@ from modeldeploy_server.errors import (
     ModelNotFoundError,
     ModelNotReadyError,
     ServerError,
+    brief,
+    clip,
 )
 from modeldeploy_server.metrics import Metrics
 from modeldeploy_server.runtime.base import Runtime, probabilities_output
@@ -135,6 +137,10 @@ class DataPlane:
         if self._batcher is not None:
             await self._batcher.stop()
             self._batcher = None
+        if self.state is State.READY:
+            # No batcher, no predictions: a request arriving now is a 503, not a 500.
+            self.state = State.LOADING
+            self.phase = "shutting down"
         self.metrics.ready.set(0)
 
     # ---- health and metadata ---------------------------------------------------------------
@@ -151,11 +157,11 @@ class DataPlane:
     def _check_name(self, name: str, version: str | None = None) -> None:
         if name != self.info.name:
             raise ModelNotFoundError(
-                f"model {name!r} does not exist; this server serves {self.info.name!r}"
+                f"model {brief(name)} does not exist; this server serves {self.info.name!r}"
             )
         if version is not None and version != self.info.version:
             raise ModelNotFoundError(
-                f"model {name!r} has no version {version!r}; it serves version "
+                f"model {name!r} has no version {brief(version)}; it serves version "
                 f"{self.info.version!r}"
             )
 
@@ -220,16 +226,21 @@ class DataPlane:
         if rt is not None and self._default_output in outputs:
             m.observe_predictions(out[outputs.index(self._default_output)], rt.info.classifier)
 
-    async def _infer(self, x: Array, outputs: tuple[str, ...]) -> BatchResult:
+    async def _infer(self, x: Array, outputs: tuple[str, ...], what: str) -> BatchResult:
+        """The model's answer for ``x``; input it refuses is a 400 naming ``what``."""
         self.metrics.request_rows.observe(x.shape[0])
         assert self._batcher is not None
         try:
             return await self._batcher.submit(x, outputs)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{what}: {exc.message}") from None
         except ServerError:
             raise
         except Exception as exc:  # the runtime turned bad input into InvalidInputError already
             log.exception("inference failed")
-            raise InferenceError(f"inference failed: {type(exc).__name__}: {exc}") from None
+            raise InferenceError(
+                f"inference failed: {type(exc).__name__}: {clip(str(exc))}"
+            ) from None
 
     async def v1_predict(self, name: str, req: V1Request) -> V1Result:
         rt = self.require_ready(name)
@@ -244,42 +255,59 @@ class DataPlane:
             assert req.instances is not None
             x = req.instances
         x = rt.check_input(x, 'field "instances"')
-        result = await self._infer(x, self._v1_outputs)
+        result = await self._infer(x, self._v1_outputs, 'field "instances"')
         return V1Result(result.outputs[0], result.seconds)
 
-    def _v2_matrix(self, rt: Runtime, inputs: list[Tensor]) -> Array:
+    def _v2_matrix(self, rt: Runtime, inputs: list[Tensor]) -> tuple[Array, str]:
+        """The model's input matrix, and how errors name it (the request's field)."""
         if len(inputs) == 1:
-            return rt.check_input(inputs[0].array, f"inputs[0] ({inputs[0].name})")
+            what = f"inputs[0] ({clip(inputs[0].name, 40)})"
+            return rt.check_input(inputs[0].array, what), what
         # Several inputs: one column each (KServe/MLServer's "one tensor per feature" form).
         names = [i.name for i in inputs]
+        seen: dict[str, int] = {}
+        for j, n in enumerate(names):
+            if n in seen:
+                raise InvalidInputError(
+                    f"inputs[{j}] has the name of inputs[{seen[n]}] ({clip(n, 40)}); with several "
+                    "inputs each is one feature column, named once"
+                )
+            seen[n] = j
+        # The request's index of each column, in the model's column order when the names are
+        # its feature names; errors name inputs by the request's index.
+        order = list(range(len(inputs)))
         if rt.feature_names is not None and set(names) == set(rt.feature_names):
-            by_name = {i.name: i for i in inputs}
-            inputs = [by_name[n] for n in rt.feature_names]
+            order = [seen[n] for n in rt.feature_names]
         cols = []
-        for j, inp in enumerate(inputs):
+        for j in order:
+            inp = inputs[j]
             a = inp.array
             if a.ndim == 2 and a.shape[1] == 1:
                 a = a[:, 0]
             if a.ndim != 1:
                 raise InvalidInputError(
-                    f"inputs[{j}] ({inp.name}) has shape {list(inp.array.shape)}; with several "
-                    "inputs each must be one feature column of shape [N] or [N, 1]"
+                    f"inputs[{j}] ({clip(inp.name, 40)}) has shape {list(inp.array.shape)}; with "
+                    "several inputs each must be one feature column of shape [N] or [N, 1]"
                 )
             cols.append(a)
-        if len({c.shape[0] for c in cols}) != 1:
-            raise InvalidInputError("all inputs must hold the same number of rows")
+        for j, c in zip(order, cols, strict=True):
+            if c.shape[0] != cols[0].shape[0]:
+                raise InvalidInputError(
+                    f"inputs[{j}] holds {c.shape[0]} rows but inputs[{order[0]}] holds "
+                    f"{cols[0].shape[0]}; all inputs must hold the same number of rows"
+                )
         x = (
             np.column_stack(cols)
             if len({c.dtype for c in cols}) == 1
             else np.column_stack([c.astype(object) for c in cols])
         )
-        return rt.check_input(x, "inputs")
+        return rt.check_input(x, "inputs"), "inputs"
 
     async def v2_infer(self, name: str, version: str | None, req: V2Request) -> V2Result:
         rt = self.require_ready(name, version)
         if not req.outputs:  # the usual request: the default output alone
-            x = self._v2_matrix(rt, req.inputs)
-            result = await self._infer(x, (self._default_output,))
+            x, what = self._v2_matrix(rt, req.inputs)
+            result = await self._infer(x, (self._default_output,), what)
             tensors = [Tensor(self._default_output, result.outputs[0])]
         else:
             # Each requested name (or alias) -> the runtime's output; computed once if asked
@@ -287,9 +315,9 @@ class DataPlane:
             resolved = [
                 rt.resolve_output(o, f"outputs[{j}].name") for j, o in enumerate(req.outputs)
             ]
-            x = self._v2_matrix(rt, req.inputs)
+            x, what = self._v2_matrix(rt, req.inputs)
             outputs = tuple(dict.fromkeys(resolved))
-            result = await self._infer(x, outputs)
+            result = await self._infer(x, outputs, what)
             by_output = dict(zip(outputs, result.outputs, strict=True))
             tensors = [Tensor(n, by_output[o]) for n, o in zip(req.outputs, resolved, strict=True)]
         return V2Result(self.info.name, self.info.version, req.id, tensors, result.seconds)

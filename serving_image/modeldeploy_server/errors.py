@@ -29,6 +29,12 @@ def brief(value: Any) -> str:
         return f"<{type(value).__name__}>"
 
 
+def clip(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters: how messages quote a name or another error's text
+    (a model's exception can repeat a huge input), so no error message grows with the input."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 class ServerError(Exception):
     """Base class: ``status`` is the HTTP status, ``reason`` a stable label for metrics."""
 

@@ -13,10 +13,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from modeldeploy_server.codec import MAX_RANK
 from modeldeploy_server.datatypes import DATATYPES
 
 # The datatype names come from the codec's own table, so the docs list exactly what decodes.
 Datatype = Annotated[str, Field(json_schema_extra={"enum": list(DATATYPES)})]
+# The OIP's $parameters: values are strings, numbers or booleans (the codec refuses others).
+Parameters = dict[str, str | int | float | bool]
 
 
 class ErrorBody(BaseModel):
@@ -27,7 +30,7 @@ class V1PredictRequest(BaseModel):
     """KServe V1. Rows are lists in training column order, or objects keyed by feature name."""
 
     instances: list[list[Any] | dict[str, Any]] = Field(
-        examples=[[[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]]
+        min_length=1, examples=[[[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]]
     )
 
 
@@ -46,11 +49,15 @@ class V1ModelResponse(BaseModel):
 
 class V2Tensor(BaseModel):
     name: str
-    shape: list[int] = Field(examples=[[2, 4]])
+    shape: list[Annotated[int, Field(ge=0)]] = Field(
+        min_length=1, max_length=MAX_RANK, examples=[[2, 4]]
+    )
     datatype: Datatype
-    parameters: dict[str, Any] | None = None
+    parameters: Parameters | None = None
     data: list[Any] = Field(
-        description="Row-major flat list, or nested lists matching shape",
+        description="Row-major flat list, or nested lists matching shape: numbers for the "
+        "numeric datatypes (whole ones for the integer types; null is NaN for FP16/32/64), true "
+        "or false (or 0 and 1) for BOOL, strings for BYTES",
         examples=[[5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]],
     )
 
@@ -61,15 +68,15 @@ class V2RequestedOutput(BaseModel):
         "(alias predict) and probabilities (alias predict_proba)",
         examples=["probabilities"],
     )
-    parameters: dict[str, Any] | None = None
+    parameters: Parameters | None = None
 
 
 class V2InferRequest(BaseModel):
     """Open Inference Protocol ``$inference_request``."""
 
     id: str | None = None
-    parameters: dict[str, Any] | None = None
-    inputs: list[V2Tensor]
+    parameters: Parameters | None = None
+    inputs: list[V2Tensor] = Field(min_length=1)
     outputs: list[V2RequestedOutput] | None = Field(
         None, description="Default: output-0 (predict). Ask for probabilities for predict_proba."
     )
@@ -126,6 +133,18 @@ DOCUMENTED_MODELS: tuple[type[BaseModel], ...] = (
     ErrorBody,
 )
 _JSON = "application/json"
+_OCTETS = "application/octet-stream"
+# The binary tensor data extension (V2 only): a JSON header of this many bytes, then the raw
+# tensors; the answer comes back framed the same way when binary outputs were asked for.
+_HEADER_LENGTH = {
+    "name": "Inference-Header-Content-Length",
+    "in": "header",
+    "required": False,
+    "description": "Binary tensor data extension: the body is a JSON header of this many bytes, "
+    "then the bytes of the inputs that declare parameters.binary_data_size, in input order",
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
 # protocol -> (tag, request body, response body, what the operation does)
 _INFERENCE: dict[str, tuple[str, type[BaseModel], type[BaseModel], str]] = {
     "v1": ("KServe V1", V1PredictRequest, V1PredictResponse, "Predict"),
@@ -152,6 +171,16 @@ def inference_path(template: str, protocol: str, params: tuple[str, ...]) -> dic
     """The OpenAPI path item for one inference route (asgi.INFERENCE_ROUTES)."""
     tag, request, response, verb = _INFERENCE[protocol]
     operation = f"{protocol}_{verb.lower()}" + ("_version" if "version" in params else "")
+    binary = protocol == "v2"
+    content: dict[str, Any] = {_JSON: {"schema": _ref(request)}}
+    ok = _body(response, "Successful Response")
+    if binary:
+        content[_OCTETS] = _BINARY
+        ok["content"][_OCTETS] = _BINARY
+        ok["description"] += (
+            "; application/octet-stream, framed by the Inference-Header-Content-Length response "
+            "header, when binary outputs were asked for"
+        )
     return {
         "post": {
             "tags": [tag],
@@ -160,10 +189,11 @@ def inference_path(template: str, protocol: str, params: tuple[str, ...]) -> dic
             "parameters": [
                 {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
                 for p in params
-            ],
-            "requestBody": {"required": True, "content": {_JSON: {"schema": _ref(request)}}},
+            ]
+            + ([_HEADER_LENGTH] if binary else []),
+            "requestBody": {"required": True, "content": content},
             "responses": {
-                "200": _body(response, "Successful Response"),
+                "200": ok,
                 **{str(code): _body(ErrorBody, text) for code, text in _ERRORS.items()},
             },
         }

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from modeldeploy_server.datatypes import v2_datatype
-from modeldeploy_server.errors import InferenceError, InvalidInputError
+from modeldeploy_server.errors import InferenceError, InvalidInputError, brief, clip
 from modeldeploy_server.runtime.base import Array, OutputSpec, RuntimeInfo, TensorSpec
 from modeldeploy_server.runtime.forest import ForestPredictor, compile_forest, verify
 from modeldeploy_server.runtime.sklearn_model import LoadedModel, load_model
@@ -133,7 +133,9 @@ class SklearnRuntime:
         output = _ALIASES.get(name)
         if output is None:
             offered = " and ".join(f'"{o}" ({_METHODS[o]})' for o in self._calls)
-            raise InvalidInputError(f"{where} {name!r} is unknown; this model offers {offered}")
+            raise InvalidInputError(
+                f"{where} {brief(name)} is unknown; this model offers {offered}"
+            )
         if output not in self._calls:
             raise InvalidInputError(
                 f"output {output!r} needs {_METHODS[output]}, which "
@@ -184,7 +186,8 @@ class SklearnRuntime:
             try:
                 result = np.asarray(self._calls[name](x))
             except _INPUT_ERRORS as exc:
-                raise InvalidInputError(f"the model rejected the input: {exc}") from None
+                # The model's own words, cut short: they may quote the whole input.
+                raise InvalidInputError(f"the model rejected the input: {clip(str(exc))}") from None
             if result.shape[:1] != x.shape[:1]:
                 raise InferenceError(
                     f"{_METHODS[name]} returned {result.shape[0] if result.ndim else 0} rows for "

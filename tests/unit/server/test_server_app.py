@@ -188,6 +188,24 @@ async def test_bad_input_is_a_4xx_with_a_reason(
     assert ok.json() == {"predictions": [0]}
 
 
+async def test_the_version_is_a_path_segment_only(make_client: Factory) -> None:
+    # As in the OIP (and KServe): no `?version=` on any route, so none is read or documented.
+    client, _ = await make_client()
+    for path in ("/v2/models/iris", "/v2/models/iris/ready"):
+        assert (await client.get(path, params={"version": "v9"})).status_code == 200
+        assert (await client.get(path.replace("iris", "iris/versions/v9"))).status_code == 404
+    r = await client.post("/v2/models/iris/infer?version=v9", json=v2_body(ROW, [1, 4]))
+    assert r.status_code == 200
+
+
+async def test_a_request_after_the_dataplane_stopped_is_a_503(make_client: Factory) -> None:
+    client, dp = await make_client()
+    await dp.stop()  # as at shutdown: the batcher is gone
+    r = await client.post("/v1/models/iris:predict", json={"instances": [ROW]})
+    assert r.status_code == 503
+    assert "shutting down" in r.json()["error"]
+
+
 async def test_nan_is_refused_only_when_the_model_cannot_take_it(make_client: Factory) -> None:
     client, _ = await make_client("logreg")
     r = await client.post("/v1/models/iris:predict", json={"instances": [[5.1, None, 1.4, 0.2]]})
@@ -359,7 +377,11 @@ async def test_the_served_and_the_documented_inference_routes_are_one_table(
     spec = (await client.get("/openapi.json")).json()
     for route in INFERENCE_ROUTES:
         post = spec["paths"][route.template]["post"]
-        assert [p["name"] for p in post["parameters"]] == list(route.params)
+        assert [p["name"] for p in post["parameters"] if p["in"] == "path"] == list(route.params)
+        # V2 documents the binary tensor data extension's header (and nothing in the query).
+        assert [p["name"] for p in post["parameters"] if p["in"] != "path"] == (
+            ["Inference-Header-Content-Length"] if route.protocol == "v2" else []
+        )
         assert set(post["responses"]) >= {"200", "400", "404", "413", "503"}
     # FastAPI serves none of them: inference has one implementation, in ServingApp.
     fastapi = create_app(dp).app

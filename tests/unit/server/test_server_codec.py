@@ -8,13 +8,14 @@ import numpy as np
 import orjson
 import pytest
 from modeldeploy_server.codec import (
+    MAX_RANK,
     decode_v1,
     decode_v2,
     encode_json,
     records_to_array,
     v2_tensor,
 )
-from modeldeploy_server.datatypes import v2_datatype
+from modeldeploy_server.datatypes import V2_DTYPES, v2_datatype
 from modeldeploy_server.errors import InvalidInputError
 
 
@@ -114,6 +115,46 @@ class TestV2:
         req = decode_v2(body({"inputs": [tensor(datatype=datatype, data=[1, 0, 1, 0])]}))
         assert req.inputs[0].array.dtype == dtype
 
+    @pytest.mark.parametrize(
+        ("datatype", "data", "expected"),
+        [
+            ("BOOL", [True, False], [True, False]),
+            ("BOOL", [1, 0], [True, False]),  # as in the binary form, one byte 0 or 1
+            ("INT8", [-128, 127], [-128, 127]),
+            ("INT32", [2.0, -3.0], [2, -3]),  # whole numbers some JSON writers give a ".0"
+            ("UINT64", [2**64 - 1, 0], [2**64 - 1, 0]),
+            ("FP32", [1, True], [1.0, 1.0]),
+            ("FP16", [7e4, 1], [math.inf, 1.0]),  # overflow is inf: the runtime refuses it
+            ("BYTES", ["a", None], ["a", None]),  # null: a missing string
+        ],
+    )
+    def test_data_of_the_datatype_is_read_as_it(
+        self, datatype: str, data: list[object], expected: list[object]
+    ) -> None:
+        req = decode_v2(body({"inputs": [tensor(shape=[2], datatype=datatype, data=data)]}))
+        assert req.inputs[0].array.dtype == V2_DTYPES[datatype]
+        assert req.inputs[0].array.tolist() == expected
+
+    def test_null_is_nan_in_floating_point_data(self) -> None:
+        req = decode_v2(body({"inputs": [tensor(shape=[2], datatype="FP64", data=[1.5, None])]}))
+        assert math.isnan(req.inputs[0].array[1])
+
+    def test_the_most_dimensions_numpy_makes_everywhere_are_accepted(self) -> None:
+        shape = [1] * MAX_RANK
+        assert decode_v2(body({"inputs": [tensor(shape=shape, data=[1])]})).inputs[0].array.ndim
+        with pytest.raises(InvalidInputError, match=f"at most {MAX_RANK}"):
+            decode_v2(body({"inputs": [tensor(shape=[*shape, 1], data=[1])]}))
+
+    def test_an_empty_tensor_of_any_datatype_is_read(self) -> None:
+        for datatype in V2_DTYPES:
+            doc = {"inputs": [tensor(shape=[0, 4], datatype=datatype, data=[])]}
+            assert decode_v2(body(doc)).inputs[0].array.shape == (0, 4)
+
+    def test_parameters_are_kept_when_they_are_the_oip_kind(self) -> None:
+        params = {"content_type": "np", "priority": 2, "ratio": 0.5, "binary_data_output": False}
+        req = decode_v2(body({"inputs": [tensor(parameters={"note": "x"})], "parameters": params}))
+        assert req.parameters == params
+
     def test_requested_outputs_are_kept_in_order(self) -> None:
         req = decode_v2(
             body(
@@ -134,6 +175,14 @@ class TestV2:
             ({"inputs": [tensor()], "outputs": [{"name": 3}]}, "outputs.0. must be an object"),
             ({"inputs": [tensor()], "outputs": ["output-0"]}, 'with a string "name"'),
             ({"inputs": [tensor()], "outputs": {"name": "x"}}, '"outputs" must be a list'),
+            ({"inputs": [tensor()], "id": 7}, 'field "id" must be a string, got 7'),
+            ({"inputs": [tensor(shape=[0, 2**62], data=[])]}, "more elements than an array"),
+            ({"inputs": [tensor(datatype="INT32", data=[1.5, 2, 3, 4])]}, "from -2147483648"),
+            ({"inputs": [tensor(datatype="BOOL", data=["a", "", "b", "c"])]}, "true or false"),
+            ({"inputs": [tensor(datatype="BYTES")]}, r"expected strings, got \[1, 2, 3, 4\]"),
+            ({"inputs": [tensor(data=["1", "2", "3", "4"])]}, "expected numbers"),
+            ({"inputs": [tensor(parameters={"a": [1]})]}, r'inputs\[0\]: "parameters.a" must be'),
+            ({"inputs": [tensor()], "parameters": {"a": {}}}, '"parameters.a" must be a string'),
         ],
     )
     def test_bad_requests(self, doc: dict[str, object], fragment: str) -> None:
