@@ -36,6 +36,13 @@ def element_count(shape: list[int] | tuple[int, ...]) -> int:
 
 
 def _bytes_elements(where: str, raw: memoryview, count: int) -> Array:
+    if count > len(raw) // 4:
+        # Each element takes at least its 4-byte length: refused before anything is allocated
+        # for a shape the bytes can't hold (np.empty of 2**40 objects would end the process).
+        raise InvalidInputError(
+            f"{where}: {count} BYTES elements can't fit in {len(raw)} bytes (each takes at "
+            "least its 4-byte length)"
+        )
     out = np.empty(count, dtype=object)
     pos, end = 0, len(raw)
     for k in range(count):
@@ -145,7 +152,8 @@ class RawReader:
 
 def split_body(body: bytes, header_length: str) -> tuple[bytes, RawReader]:
     """The JSON header and the binary part of a body sent with Inference-Header-Content-Length."""
-    if not header_length.isdigit():
+    # Only ASCII digits are a length: str.isdigit also takes "²", which int() refuses.
+    if not (header_length.isascii() and header_length.isdigit()):
         raise InvalidInputError(
             "header Inference-Header-Content-Length must be the JSON header's length in bytes, "
             f"got {brief(header_length)}"

@@ -345,13 +345,6 @@ def _decode_tensor(i: int, inp: Any, raw: RawReader | None) -> Tensor:
     if size is not None:
         assert raw is not None
         chunk = raw.take(where, size)
-        if datatype == "BYTES" and want > len(chunk) // 4:
-            # Each element takes at least its 4-byte length: refused before anything is
-            # allocated for a shape the bytes can't hold.
-            raise InvalidInputError(
-                f"{where}: shape {brief(shape)} holds {want} BYTES elements but the binary data "
-                f"has only {len(chunk)} bytes (each element takes at least its 4-byte length)"
-            )
         return Tensor(name, tensor_from_raw(where, datatype, shape, chunk))
     if not isinstance(data, list):
         data = [data]
@@ -376,9 +369,6 @@ def decode_v2(body: bytes, header_length: str | None = None) -> V2Request:
     if header_length is None:
         doc = _load(body, v2=True)
     else:
-        # Only ASCII digits are a length (str.isdigit also takes "²", which int() refuses):
-        # anything else arrives escaped, so split_body refuses it and quotes it readably.
-        header_length = header_length.encode("ascii", "backslashreplace").decode("ascii")
         header, raw = split_body(body, header_length)
         doc = _load(header, "the JSON header (the first Inference-Header-Content-Length bytes)")
     inputs = doc.get("inputs")

@@ -32,7 +32,7 @@ from grpc import aio
 
 from modeldeploy_server.auth import Reviewer
 from modeldeploy_server.binary import raw_from_array, tensor_from_raw
-from modeldeploy_server.codec import Array, Tensor, V2Request, V2Result
+from modeldeploy_server.codec import Array, Tensor, V2Request, V2Result, check_shape
 from modeldeploy_server.dataplane import DataPlane
 from modeldeploy_server.datatypes import V2_DTYPES
 from modeldeploy_server.errors import (
@@ -97,11 +97,7 @@ def grpc_code(status: int) -> grpc.StatusCode:
 # ---------------------------------------------------------------------------------- the codec
 def _shape(where: str, shape: Sequence[int], datatype: str) -> list[int]:
     """The shape as a list, after the checks codec.py makes of a JSON tensor's header."""
-    dims = list(shape)
-    if not dims or any(d < 0 for d in dims):
-        raise InvalidInputError(
-            f'{where}: "shape" must be a list of non-negative integers, got {brief(dims)}'
-        )
+    dims = check_shape(where, list(shape))
     if datatype not in V2_DTYPES:
         raise InvalidInputError(
             f"{where}: datatype {brief(datatype)} is not supported; use one of "

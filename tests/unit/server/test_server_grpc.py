@@ -106,7 +106,7 @@ class TestRawContents:
             ("FP64", [1, 4], b"\x00" * 31, "needs 32 bytes (4 x 8) but the binary data holds 31"),
             ("INT32", [2], b"\x00" * 12, "needs 8 bytes"),
             ("BOOL", [2], b"\x00\x02", "BOOL data must be bytes 0 or 1"),
-            ("BYTES", [1], b"\x05\x00", "ends inside element 0's 4-byte length prefix"),
+            ("BYTES", [1], b"\x05\x00", "1 BYTES elements can't fit in 2 bytes"),
             ("BYTES", [1], struct.pack("<I", 9) + b"abc", "says it is 9 bytes but only 3 remain"),
             ("BYTES", [1], bytes_raw(b"a", b"b"), "left over after the 1 BYTES elements"),
         ],
@@ -117,6 +117,23 @@ class TestRawContents:
         msg = request(tensor("FP64", [1]), tensor(datatype, shape), raw=[b"\x00" * 8, raw])
         message = refused(msg)
         assert message.startswith("inputs[1]")
+        assert fragment in message
+
+    @pytest.mark.parametrize(
+        ("datatype", "shape", "fragment"),
+        [
+            ("BYTES", [2**40], "1099511627776 BYTES elements can't fit in 4 bytes"),
+            ("FP64", [0, 2**62], "more elements than an array can hold"),
+            ("FP64", [1] * 65, "65 dimensions"),
+        ],
+    )
+    def test_shapes_numpy_cannot_make_are_refused_before_any_allocation(
+        self, datatype: str, shape: list[int], fragment: str
+    ) -> None:
+        # Found by the REST fuzzing (tests/unit/server/test_server_fuzz.py): the same header
+        # checks hold for gRPC, so none of these is a MemoryError or a ValueError (a 5xx).
+        message = refused(request(tensor(datatype, shape), raw=[b"\x00" * 4]))
+        assert message.startswith("inputs[0]")
         assert fragment in message
 
     def test_one_raw_content_per_input(self) -> None:
@@ -538,9 +555,11 @@ async def test_the_apps_lifespan_starts_it_and_drains_it_before_the_batcher_stop
     # the gRPC drain.
     call = stub.ModelInfer(infer_request([ROW] * 200_000))
     rows = dp.metrics.registry.get_sample_value
-    for _ in range(5000):
-        if rows("modeldeploy_request_rows_count"):
-            break
+    # Generous: on a loaded machine decoding 200,000 rows takes a while; stopping before the
+    # call reached the DataPlane would test grpc's own cut-off instead (grpc/grpc#41785).
+    deadline = asyncio.get_running_loop().time() + 120
+    while not rows("modeldeploy_request_rows_count"):
+        assert asyncio.get_running_loop().time() < deadline, "the call never reached the DataPlane"
         await asyncio.sleep(0.002)
     await lifespan.__aexit__(None, None, None)
     assert np.frombuffer((await call).raw_output_contents[0], "<i8").size == 200_000
