@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 import kopf
 
+from modeldeploy_operator import metrics
 from modeldeploy_operator.api import (
     GROUP,
     KIND,
@@ -45,6 +46,7 @@ from modeldeploy_operator.api import (
 from modeldeploy_operator.builders import HTTP_PORT
 from modeldeploy_operator.errors import ApiError, ObjectGoneError
 from modeldeploy_operator.kube import Kube, load_api_client
+from modeldeploy_operator.metrics import OperatorMetrics
 from modeldeploy_operator.plan import orphan_reason
 from modeldeploy_operator.reconcile import Baseline, InvalidSpecError, Outcome, reconcile
 from modeldeploy_operator.rollout import COMMAND_ANNOTATIONS
@@ -111,9 +113,13 @@ class Runtime:
     kicks: set[asyncio.Task[None]] = field(default_factory=set)
     resync_task: asyncio.Task[None] | None = None
     pool: ThreadPoolExecutor | None = None
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     reconciles: int = 0
     writes: int = 0
     last_success: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.metrics.track(lambda: len(self.queued), lambda: len(self.known))
 
     async def run(
         self, namespace: str, name: str, *, coalesce: bool = False, thorough: bool = False
@@ -129,11 +135,7 @@ class Runtime:
             self.queued[key] = thorough
         async with self.locks.hold(key):
             thorough = self.queued.pop(key, False) or thorough
-            try:
-                outcome = await self._in_worker(self._read_and_reconcile, namespace, name, thorough)
-            except ObjectGoneError as e:
-                log.debug("%s/%s: stopped reconciling: %s", namespace, name, e)
-                return
+            outcome = await self._measured(key, thorough)
             if outcome is None:
                 return  # gone or going: the garbage collector removes the children
             self.reconciles += 1
@@ -145,6 +147,53 @@ class Runtime:
         if outcome.retry is not None:
             raise outcome.retry
         self.last_success = time.time()
+
+    async def _measured(self, key: Key, thorough: bool) -> Outcome | None:
+        """One reconcile in a worker, recorded in the metrics: how it ended and how long it took,
+        its writes and errors, and the object's gauges from the status it computed. None: the
+        object is gone or going."""
+        m = self.metrics
+        result: str | None = metrics.ERROR
+        started = time.monotonic()
+        try:
+            with m.reconciling():
+                outcome = await self._in_worker(self._read_and_reconcile, *key, thorough)
+        except ObjectGoneError as e:
+            result = metrics.GONE
+            log.debug("%s/%s: stopped reconciling: %s", *key, e)
+            return None
+        except InvalidSpecError:
+            result = metrics.INVALID_SPEC
+            m.count_error(metrics.INVALID_SPEC_REASON)
+            if key in self.known:
+                m.invalid_spec(*key)
+            raise
+        except ApiError as e:
+            result = metrics.RETRY if e.retryable else metrics.ERROR
+            m.count_error(metrics.api_error_reason(e))
+            raise
+        except asyncio.CancelledError:
+            result = None  # the operator is stopping: not a run that ended
+            raise
+        except Exception as e:
+            m.count_error(type(e).__name__)
+            raise
+        else:
+            if outcome is None:
+                result = metrics.GONE
+                return None
+            result = metrics.OK if outcome.retry is None else metrics.RETRY
+            m.count_writes(outcome.writes, outcome.status_written)
+            if outcome.retry is not None:
+                m.count_error(metrics.api_error_reason(outcome.retry))
+            # A run that read the object just before its deletion must not bring back the
+            # series forget() removed.
+            if key in self.known and outcome.status:
+                m.observe_status(*key, outcome.status)
+            return outcome
+        finally:
+            if result is not None:
+                m.observe_reconcile(result, time.monotonic() - started)
 
     def requeue(self, key: Key, delay: float) -> None:
         """Reconcile ``key`` again in ``delay`` seconds (a pause ends, an analysis is due),
@@ -195,6 +244,7 @@ class Runtime:
         if event_type == "DELETED":
             self.known.discard(key)
             self.baselines.pop(key, None)
+            self.metrics.forget(*key)
             timer = self.timers.pop(key, None)
             if timer is not None:
                 timer.cancel()
@@ -248,15 +298,20 @@ class Runtime:
 
     async def sweep(self, namespace: str, name: str, child: dict[str, Any]) -> bool:
         """Deletes a cluster-scoped child whose ModelDeployment no longer wants it; True if so."""
-        owner = await self._in_worker(self.kube.get_model_deployment, namespace, name)
-        why = orphan_reason(child, owner)
-        if why is None:
-            return False
-        meta = child.get("metadata") or {}
-        kind = str(child.get("kind") or "ClusterRoleBinding")
-        await self._in_worker(self.kube.delete, kind, "", meta["name"], meta.get("uid"))
+        try:
+            owner = await self._in_worker(self.kube.get_model_deployment, namespace, name)
+            why = orphan_reason(child, owner)
+            if why is None:
+                return False
+            meta = child.get("metadata") or {}
+            kind = str(child.get("kind") or "ClusterRoleBinding")
+            await self._in_worker(self.kube.delete, kind, "", meta["name"], meta.get("uid"))
+        except ApiError as e:
+            self.metrics.count_error(metrics.api_error_reason(e))
+            raise
         log.info("deleted %s %s: %s", kind, meta["name"], why)
         self.writes += 1
+        self.metrics.count_write(kind, "delete")
         return True
 
 
@@ -424,7 +479,17 @@ def run_operator(
     # One pooled connection per reconcile worker, so no worker waits for a connection.
     client = load_api_client(connections=settings.reconcile_workers + 4)
     kube = Kube(client, request_timeout=settings.api_request_timeout)
-    registry = make_registry(Runtime(settings=settings, kube=kube))
+    rt = Runtime(settings=settings, kube=kube)
+    if settings.metrics_port:
+        try:
+            rt.metrics.serve(settings.metrics_port)
+        except OSError as e:  # a taken port is a configuration error: say which, and stop
+            raise SystemExit(
+                f"cannot serve metrics on port {settings.metrics_port}: {e} "
+                "(set MODELDEPLOY_METRICS_PORT to a free port, or 0 to turn metrics off)"
+            ) from e
+        log.info("serving Prometheus metrics on :%d/metrics", settings.metrics_port)
+    registry = make_registry(rt)
     kopf.run(
         registry=registry,
         standalone=True,

@@ -74,3 +74,9 @@ class OperatorSettings(BaseSettings):
     api_request_timeout: float = Field(
         30.0, gt=0, description="Timeout of each non-watch API request (seconds)."
     )
+    # Its own port rather than a route on kopf's liveness server: that server has one path and
+    # runs the probe handlers on the event loop, while prometheus-client serves from a thread of
+    # its own, so a scrape still answers when the loop is busy (docs/operations.md).
+    metrics_port: int = Field(
+        8081, ge=0, le=65535, description="Port of the operator's Prometheus /metrics (0 = off)."
+    )

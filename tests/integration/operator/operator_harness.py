@@ -316,6 +316,7 @@ class OperatorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.liveness_port = 0
+        self.metrics_port = 0  # the operator's Prometheus /metrics, a free port per start
 
     @property
     def executable(self) -> Path:
@@ -342,6 +343,9 @@ class OperatorProcess:
         env.pop("KUBERNETES_SERVICE_HOST", None)  # never fall back to in-cluster config
         self.starts += 1
         self.liveness_port = free_port()
+        # A free port, not the default 8081: the tests share the host with other operators.
+        self.metrics_port = free_port()
+        env["MODELDEPLOY_METRICS_PORT"] = str(self.metrics_port)
         with self.log_path.open("ab") as log:
             log.write(f"\n===== operator start #{self.starts} =====\n".encode())
             log.flush()
@@ -376,6 +380,10 @@ class OperatorProcess:
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no finalizer handling, exactly like an OOM kill or a node loss."""
