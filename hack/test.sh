@@ -22,8 +22,9 @@ bash hack/build-gateway.sh >/dev/null
 
 # The scripts are code the tests stand on: every finding (style included) fails the run. -x follows
 # the `source` of hack/lib/util.sh, so a misused helper is caught in the script that misuses it.
+# promtool validates the shipped alert rules; the Prometheus server beside it runs the alert test.
+md::ensure_packages shellcheck:shellcheck promtool:prometheus prometheus:prometheus
 echo ">> shellcheck"
-md::ensure_packages shellcheck:shellcheck
 shellcheck -x hack/*.sh hack/lib/*.sh .ci/run
 
 export PATH="$PWD/.venv/bin:$PATH"

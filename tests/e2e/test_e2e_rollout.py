@@ -107,7 +107,10 @@ def _aborted_on(kubectl: Kubectl, namespace: str, example: str, check: str) -> d
     assert check in degraded["message"] or "analysis failed" in degraded["message"]
     assert "canary" not in status
     assert status["stable"]["storageUri"].endswith("/iris-v1.joblib")
-    assert condition(status, "Ready")["status"] == "True"
+    # Stable grows back to spec.replicas (it ran one pod beside the canary): Ready again once
+    # it has, while Degraded keeps saying why the rollout stopped.
+    status = wait_ready(kubectl, namespace, "iris", timeout=120)
+    assert condition(status, "Degraded")["reason"] == "RolloutAborted"
     # Traffic is back on stable: a fresh burst gets only stable answers, and none fails.
     result = wait()
     assert result.sent == RATE * ABORT_LOAD_S
