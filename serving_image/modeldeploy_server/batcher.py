@@ -35,6 +35,9 @@ Array = np.ndarray[Any, Any]
 RunFn = Callable[[Array, tuple[str, ...]], list[Array]]
 # (rows, requests, seconds, outputs, results) after each successful model call.
 ObserveFn = Callable[[int, int, float, tuple[str, ...], list[Array]], None]
+# (X, outputs, results) of each successful model call, run on the event loop after the callers'
+# results are delivered (drift tracking): off their critical path.
+AfterFn = Callable[[Array, tuple[str, ...], list[Array]], None]
 
 
 @dataclass(slots=True)  # not frozen: built once per request, and frozen __init__ costs more
@@ -71,9 +74,11 @@ class MicroBatcher:
         max_batch_rows: int,
         max_wait_s: float,
         observe: ObserveFn | None = None,
+        after: AfterFn | None = None,
         inline_max_s: float = 0.02,
     ) -> None:
         self._run = run
+        self._after = after
         self._max_rows = max_batch_rows
         self._max_wait = max_wait_s
         self._observe = observe
@@ -195,6 +200,16 @@ class MicroBatcher:
             if not job.future.done():
                 job.future.set_result(BatchResult([o[start : start + n] for o in out], seconds))
             start += n
+        if self._after is not None:
+            # Scheduled behind the callers' wake-ups, so their responses go out first.
+            asyncio.get_running_loop().call_soon(self._after_safe, x, batch[0].outputs, out)
+
+    def _after_safe(self, x: Array, outputs: tuple[str, ...], out: list[Array]) -> None:
+        assert self._after is not None
+        try:
+            self._after(x, outputs, out)
+        except Exception:  # drift tracking must never fail the server
+            log.exception("observing a batch after its responses failed")
 
     async def _loop(self) -> None:
         while True:

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from modeldeploy_server.config import Settings
 from modeldeploy_server.dataplane import DataPlane
 from modeldeploy_server.errors import StartupError
+from modeldeploy_server.profile import Profile, ProfileError, parse_profile
 from modeldeploy_server.runtime.base import Runtime
 from modeldeploy_server.runtime.sklearn import load_sklearn_runtime
 from modeldeploy_server.storage.fetch import Artifact, fetch
+from modeldeploy_server.storage.sidecar import SidecarError, find_beside, read_file
+from modeldeploy_server.storage.uri import redact_uri
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -80,6 +85,38 @@ def load_runtime(path: Path, settings: Settings) -> Runtime:
     return runtime
 
 
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """The reference profile drift is measured against, or why there is none."""
+
+    profile: Profile | None
+    source: str  # where it came from, for the metadata
+    off_reason: str = "no reference profile"
+
+
+def find_profile(settings: Settings, model_path: Path, env: dict[str, str] | None) -> Reference:
+    """PROFILE_URI if set, else a profile beside the model. Never raises: a profile that can't
+    be read or parsed turns drift tracking off, with the reason in the metadata and the log."""
+    environ = dict(os.environ) if env is None else env
+    uri = settings.profile_uri
+    try:
+        if uri:
+            source, data = redact_uri(uri), read_file(uri, pvc_root=settings.pvc_root, env=environ)
+        else:
+            found = find_beside(
+                settings.storage_uri, model_path, pvc_root=settings.pvc_root, env=environ
+            )
+            if found is None:
+                return Reference(None, "")
+            source, data = found
+        name = PurePosixPath(source).name or source
+        return Reference(parse_profile(data, name), source)
+    except (SidecarError, ProfileError, StartupError) as exc:
+        reason = exc.message if isinstance(exc, StartupError) else str(exc)
+        log.warning("drift tracking off: %s", reason)
+        return Reference(None, "", f"reference profile unusable: {reason}")
+
+
 async def bring_up(
     settings: Settings,
     dataplane: DataPlane,
@@ -114,7 +151,16 @@ async def bring_up(
         )
         dataplane.set_phase("loading")
         runtime = await _in_daemon_thread(lambda: load_runtime(artifact.model_path, settings))
-        await dataplane.set_ready(runtime, artifact.sha256)
+        ref = await _in_daemon_thread(lambda: find_profile(settings, artifact.model_path, env))
+        await dataplane.set_ready(
+            runtime,
+            artifact.sha256,
+            profile=ref.profile,
+            profile_source=ref.source,
+            drift_off_reason=ref.off_reason,
+            drift_window_rows=settings.drift_window_rows,
+        )
+        log.info("drift tracking %s", dataplane.drift.describe() if dataplane.drift else "off")
         facts = runtime.info
         log.info(
             "model %s ready: %s, input %s, loaded in %.2fs, predicting through %s",

@@ -75,6 +75,15 @@ class Settings(BaseSettings):
         "info", validation_alias=_env("log_level", "LOG_LEVEL")
     )
     access_log: bool = Field(False, validation_alias=_env("access_log", "ACCESS_LOG"))
+    # Drift tracking (docs/server.md, "Drift and data quality"): the operator sets PROFILE_URI
+    # from spec.model.profileUri; empty = look for a profile beside the model.
+    profile_uri: str = Field("", validation_alias=_env("profile_uri", "PROFILE_URI"))
+    drift_window_rows: int = Field(
+        10_000,
+        ge=100,
+        le=10_000_000,
+        validation_alias=_env("drift_window_rows", "DRIFT_WINDOW_ROWS"),
+    )
 
     # spec.auth (docs/server.md, "Access control"): the operator sets AUTH_ENABLED,
     # AUTH_CACHE_SECONDS and MODEL_NAMESPACE; the rest default to the pod's in-cluster API access
@@ -184,6 +193,10 @@ def _parser() -> argparse.ArgumentParser:
     add("--download-backoff-s", type=float, help="first retry delay [DOWNLOAD_BACKOFF_S]")
     add("--log-level", help="debug|info|warning|error [LOG_LEVEL]")
     add("--access-log", action="store_const", const=True, help="log every request [ACCESS_LOG]")
+    add(
+        "--profile-uri", help="reference profile for drift; default: beside the model [PROFILE_URI]"
+    )
+    add("--drift-window-rows", type=int, help="rows PSI is computed over [DRIFT_WINDOW_ROWS]")
     add(
         "--auth",
         dest="auth_enabled",

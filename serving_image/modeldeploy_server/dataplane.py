@@ -27,6 +27,7 @@ from modeldeploy_server.codec import (
     V2Result,
     records_to_array,
 )
+from modeldeploy_server.drift import DEFAULT_WINDOW_ROWS, DriftTracker
 from modeldeploy_server.errors import (
     InferenceError,
     InvalidInputError,
@@ -37,6 +38,7 @@ from modeldeploy_server.errors import (
     clip,
 )
 from modeldeploy_server.metrics import Metrics
+from modeldeploy_server.profile import Profile
 from modeldeploy_server.runtime.base import Runtime, probabilities_output
 
 log = logging.getLogger(__name__)
@@ -83,14 +85,25 @@ class DataPlane:
         self._batcher: MicroBatcher | None = None
         self._v1_outputs: tuple[str, ...] = ()
         self._default_output = ""
+        self.drift: DriftTracker | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     def set_phase(self, phase: str) -> None:
         self.phase = phase
 
-    async def set_ready(self, runtime: Runtime, sha256: str) -> None:
-        """Install the loaded model; must be called on the event loop that serves requests."""
+    async def set_ready(
+        self,
+        runtime: Runtime,
+        sha256: str,
+        *,
+        profile: Profile | None = None,
+        profile_source: str = "",
+        drift_off_reason: str = "no reference profile",
+        drift_window_rows: int = DEFAULT_WINDOW_ROWS,
+    ) -> None:
+        """Install the loaded model (and its reference profile, for drift tracking); must be
+        called on the event loop that serves requests."""
         self.runtime = runtime
         self.artifact_sha256 = sha256
         self._default_output = runtime.outputs[0].name
@@ -99,11 +112,22 @@ class DataPlane:
         self._v1_outputs = (
             (proba,) if self.info.predict_proba_v1 and proba else (self._default_output,)
         )
+        width = runtime.inputs[0].shape[-1] if runtime.inputs else -1
+        self.drift = DriftTracker(
+            profile,
+            self.metrics,
+            window_rows=drift_window_rows,
+            feature_names=runtime.feature_names,
+            n_features=width if width > 0 else None,
+            source=profile_source,
+            off_reason=drift_off_reason,
+        )
         self._batcher = MicroBatcher(
             runtime.predict,
             max_batch_rows=self._max_rows,
             max_wait_s=self._max_wait,
             observe=self._observe_batch,
+            after=self._observe_rows,
         )
         self._batcher.start()
         facts = runtime.info
@@ -203,6 +227,7 @@ class DataPlane:
             "sha256": self.artifact_sha256,
             "storage_uri": self.info.storage_uri,
             "track": self.info.track,
+            "drift": self.drift.describe() if self.drift is not None else "off: not loaded",
         }
         return {
             "name": self.info.name,
@@ -225,6 +250,13 @@ class DataPlane:
         rt = self.runtime
         if rt is not None and self._default_output in outputs:
             m.observe_predictions(out[outputs.index(self._default_output)], rt.info.classifier)
+
+    def _observe_rows(self, x: Array, outputs: tuple[str, ...], out: list[Array]) -> None:
+        # After the responses (batcher.AfterFn): binning is drift.py's, off the critical path.
+        if self.drift is None:
+            return
+        default = self._default_output
+        self.drift.observe(x, out[outputs.index(default)] if default in outputs else None)
 
     async def _infer(self, x: Array, outputs: tuple[str, ...], what: str) -> BatchResult:
         """The model's answer for ``x``; input it refuses is a 400 naming ``what``."""
