@@ -220,6 +220,18 @@ def categorical_codes(values: Array, categories: Sequence[str]) -> Array:
     """Bin index per value: i for ``categories[i]``, m for any other value, m+1 missing."""
     m = len(categories)
     index = {c: i for i, c in enumerate(categories)}
+    if values.dtype.kind in "iubfU" and values.size > 16:
+        # Class labels: look up each distinct value once (np.unique), not every value.
+        distinct, inverse = np.unique(values, return_inverse=True)
+        lut = np.fromiter(
+            (
+                m + 1 if (isinstance(v, float) and v != v) else index.get(_category(v), m)
+                for v in distinct.tolist()
+            ),
+            dtype=np.int64,
+            count=distinct.size,
+        )
+        return lut[inverse.ravel()]
     missing = is_missing(values)
     items = values.tolist()
     return np.fromiter(

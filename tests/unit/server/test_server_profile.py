@@ -203,3 +203,13 @@ def test_cli_errors_are_one_line(
     assert "expects shape [N, 4]" in capsys.readouterr().err
     assert profile_main(["--data", str(data), "--model", str(data), "--target", "c"]) == 2
     assert "--target 'c' is not a column" in capsys.readouterr().err
+
+
+def test_many_class_labels_are_coded_like_a_few() -> None:
+    labels = np.random.default_rng(0).integers(0, 5, 200)
+    cats = ["0", "1", "3"]
+    many = categorical_codes(labels, cats)
+    one_by_one = np.concatenate([categorical_codes(labels[i : i + 1], cats) for i in range(200)])
+    assert many.tolist() == one_by_one.tolist()
+    floats = np.array([1.0, np.nan] * 20)
+    assert set(categorical_codes(floats, ["1.0"]).tolist()) == {0, 2}
