@@ -264,3 +264,26 @@ async def test_without_a_profile_metadata_says_drift_is_off(make_client: Any) ->
     sample = dp.metrics.registry.get_sample_value
     assert sample("modeldeploy_feature_missing_total", {"feature": "x3"}) == 1
     assert sample("modeldeploy_feature_missing_total", {"feature": "x0"}) == 0
+
+
+def test_a_profile_beside_the_model_in_a_bucket_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, iris_profile: Profile
+) -> None:
+    from fsspec.implementations.memory import MemoryFileSystem
+    from modeldeploy_server.storage import sidecar
+
+    fs = MemoryFileSystem()
+    fs.store.clear()
+    monkeypatch.setattr(sidecar, "filesystem", lambda loc, env: fs)
+    model = tmp_path / "model.joblib"  # the downloaded copy; nothing beside it locally
+    model.write_bytes(b"")
+    settings = Settings(storage_uri="s3://models/iris/v2/", pvc_root=tmp_path)
+    assert find_profile(settings, model, {}).profile is None
+    fs.pipe("/models/iris/v2/profile.json", dump(iris_profile).encode())
+    ref = find_profile(settings, model, {})
+    assert ref.profile == iris_profile
+    assert ref.source == "s3://models/iris/v2/profile.json"
+    # a URI naming the model file: the profile is looked for in its directory
+    by_file = Settings(storage_uri="s3://models/iris/v2/model.joblib", pvc_root=tmp_path)
+    assert find_profile(by_file, model, {}).profile == iris_profile
+    fs.store.clear()
