@@ -314,6 +314,17 @@ def requests_counted(dp: DataPlane, method: str, status: str) -> float:
     return value or 0.0
 
 
+async def counted(dp: DataPlane, method: str, status: str, want: float) -> float:
+    """requests_counted once it reaches ``want`` (or after 5 s): the server counts a call after
+    its answer has left, so the client can see the answer a moment before the count."""
+    deadline = asyncio.get_running_loop().time() + 5
+    while (value := requests_counted(dp, method, status)) != want:
+        if asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.01)
+    return value
+
+
 @pytest.mark.anyio
 async def test_health_and_metadata(serve: Callable[..., Any]) -> None:
     stub, dp = await serve()
@@ -334,8 +345,8 @@ async def test_health_and_metadata(serve: Callable[..., Any]) -> None:
     assert err.details() == "model 'other' does not exist; this server serves 'iris'"
     err = await failure(stub.ModelMetadata(pb.ModelMetadataRequest(name="iris", version="v9")))
     assert err.code() == grpc.StatusCode.NOT_FOUND
-    assert requests_counted(dp, "ModelReady", "OK") == 2
-    assert requests_counted(dp, "ModelReady", "NOT_FOUND") == 1
+    assert await counted(dp, "ModelReady", "OK", 2) == 2
+    assert await counted(dp, "ModelReady", "NOT_FOUND", 1) == 1
 
 
 @pytest.mark.anyio
@@ -368,7 +379,7 @@ async def test_infer_answers_raw_outputs_with_the_track_and_predict_time(
     assert trailers["x-modeldeploy-track"] == "canary"
     assert trailers["x-modeldeploy-model-version"] == "v1"
     assert trailers["server-timing"].startswith("predict;dur=")
-    assert requests_counted(dp, "ModelInfer", "OK") == 1
+    assert await counted(dp, "ModelInfer", "OK", 1) == 1
     assert dp.metrics.registry.get_sample_value("modeldeploy_request_rows_sum") == 5
 
 
@@ -422,7 +433,7 @@ async def test_errors_keep_their_message_under_the_mapped_code(
     err = await failure(stub.ModelInfer(msg))
     assert err.code() == code
     assert err.details().startswith(details)
-    assert requests_counted(dp, "ModelInfer", code.name) == 1
+    assert await counted(dp, "ModelInfer", code.name, 1) == 1
 
 
 @pytest.mark.anyio
@@ -514,8 +525,8 @@ async def test_auth_uses_the_authorization_metadata(
         stub.ModelInfer(infer_request([ROW]), metadata=(("authorization", "Bearer carol"),))
     )
     assert err.code() == grpc.StatusCode.UNAVAILABLE
-    assert requests_counted(dp, "ModelInfer", "UNAUTHENTICATED") == 1
-    assert requests_counted(dp, "ModelInfer", "OK") == 1
+    assert await counted(dp, "ModelInfer", "UNAUTHENTICATED", 1) == 1
+    assert await counted(dp, "ModelInfer", "OK", 1) == 1
     errors = dp.metrics.registry.get_sample_value
     assert errors("modeldeploy_errors_total", {"reason": "unauthenticated"}) == 2
     assert errors("modeldeploy_errors_total", {"reason": "forbidden"}) == 1
