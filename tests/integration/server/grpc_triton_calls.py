@@ -1,5 +1,5 @@
 """``tritonclient.grpc`` against a running server, in a process of its own; prints what it saw as
-one JSON object. Run by test_server_grpc.py as ``python grpc_triton_calls.py HOST:PORT``.
+one JSON object. Run by test_server_grpc_clients.py as ``python grpc_triton_calls.py HOST:PORT``.
 
 Why a process of its own: tritonclient.grpc's generated code registers the OIP messages
 (``inference.ModelInferRequest``...) under its proto file ``grpc_service.proto``, kserve's under
