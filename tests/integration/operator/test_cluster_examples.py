@@ -89,16 +89,20 @@ def test_example_becomes_ready_with_contract_children(
 
 def test_kubectl_get_md_shows_the_design_columns(cluster: Cluster, namespace: str) -> None:
     """DESIGN.md: NAME, MODEL (uri), READY, REPLICAS (ready/desired), CANARY (effective %), URL,
-    AGE, in `kubectl get md` without -o wide."""
+    AGE (and ROLLOUT, with spec.rollout), in `kubectl get md` without -o wide."""
     spec = iris_spec(
         replicas=4, canary={"storageUri": "s3://models/iris/v2/", "trafficPercent": 25}
     )
     cluster.create_md(namespace, md_manifest("cols", spec))
     md = wait_md_ready(cluster, namespace, "cols")
     out = cluster.kubectl("get", "md", "-n", namespace).stdout
-    header, row = out.splitlines()[0].split(), out.splitlines()[1].split()
-    assert header == ["NAME", "MODEL", "READY", "REPLICAS", "CANARY", "URL", "AGE"], out
-    cells = dict(zip(header, row, strict=False))
+    lines = out.splitlines()
+    header = lines[0].split()
+    assert header == ["NAME", "MODEL", "READY", "REPLICAS", "CANARY", "ROLLOUT", "URL", "AGE"], out
+    # Cut the row at the header's column starts: ROLLOUT is empty without spec.rollout.
+    starts = [lines[0].index(h) for h in header] + [None]
+    cells = {h: lines[1][a:b].strip() for h, a, b in zip(header, starts, starts[1:], strict=False)}
+    assert cells["ROLLOUT"] == "", out
     assert cells["MODEL"] == spec["model"]["storageUri"], out
     assert cells["READY"] == "True", out
     assert cells["REPLICAS"] == "4/4", out

@@ -128,6 +128,7 @@ def start_server(
             "TERMINATION_LOG": str(directory / f"{tag}.termination-log"),
             "HOST": "127.0.0.1",
             "PORT": str(port),
+            "GRPC_PORT": "0",  # HTTP is what this test calls; 8081 may be taken
             "AUTH_ENABLED": "true",
             "AUTH_CACHE_SECONDS": str(CACHE_SECONDS),
             "AUTH_API_SERVER": api,
