@@ -133,22 +133,9 @@ class ServingApp:
             (TRACK_HEADER, dataplane.info.track.encode("latin-1")),
             (VERSION_HEADER, dataplane.info.version.encode("latin-1")),
         ]
-        # (endpoint, protocol, status) -> bound metric children; labels() costs ~10 µs a call.
-        # Bounded: endpoints are route templates ("unmatched" otherwise), statuses a few codes.
-        self._observers: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def _record(self, endpoint: str, protocol: str, status: int, seconds: float) -> None:
-        key = (endpoint, protocol, status)
-        children = self._observers.get(key)
-        if children is None:
-            m = self.dp.metrics
-            children = (
-                m.requests.labels(endpoint, protocol, str(status)),
-                m.latency.labels(endpoint, protocol),
-            )
-            self._observers[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        self.dp.metrics.record_request(endpoint, protocol, str(status), seconds)
 
     async def _send_json(
         self,

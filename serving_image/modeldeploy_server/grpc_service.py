@@ -234,22 +234,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             (TRACK_KEY, info.track),
             (VERSION_KEY, info.version),
         )
-        # (method, code) -> bound metric children, as asgi.ServingApp keeps them.
-        self._observers: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}
 
     def _record(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
-        key = (method, code)
-        children = self._observers.get(key)
-        if children is None:
-            m = self.dp.metrics
-            endpoint = f"/{SERVICE}/{method}"
-            children = (
-                m.requests.labels(endpoint, "grpc", code.name),
-                m.latency.labels(endpoint, "grpc"),
-            )
-            self._observers[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        self.dp.metrics.record_request(f"/{SERVICE}/{method}", "grpc", code.name, seconds)
 
     async def _serve(
         self,
