@@ -23,6 +23,7 @@ from modeldeploy_server.dataplane import DataPlane
 from modeldeploy_server.errors import StartupError
 from modeldeploy_server.profile import Profile, ProfileError, parse_profile
 from modeldeploy_server.runtime.base import Runtime
+from modeldeploy_server.runtime.mlflow import load_mlflow_runtime
 from modeldeploy_server.runtime.sklearn import load_sklearn_runtime
 from modeldeploy_server.storage.fetch import Artifact, fetch
 from modeldeploy_server.storage.sidecar import SidecarError, find_beside, read_file
@@ -68,19 +69,34 @@ async def _in_daemon_thread(fn: Callable[[], T]) -> T:
     return await fut
 
 
-def load_runtime(path: Path, settings: Settings) -> Runtime:
+def load_runtime(artifact: Artifact, settings: Settings) -> Runtime:
     """Load the artifact into the runtime for its format, warmed up.
 
-    The one place a format picks its runtime: both formats so far are scikit-learn estimators
-    (an MLflow directory will pick its own runtime here), and how that runtime predicts (the
-    forest fast path or the estimator) is decided inside it, once.
+    The one place a format picks its runtime: an MLflow directory (storage found its MLmodel,
+    under format mlflow or sklearn) gets the MLflow runtime, a model file the scikit-learn one;
+    how either predicts (the forest fast path or the estimator) is decided inside it, once.
     """
-    runtime = load_sklearn_runtime(
-        path,
-        settings.model_format,
-        extra_trusted=settings.trusted_types,
-        fast_forest=settings.fast_forest,
-    )
+    runtime: Runtime
+    if artifact.mlmodel is not None:
+        runtime = load_mlflow_runtime(
+            artifact.mlmodel,
+            artifact.model_path,
+            extra_trusted=settings.trusted_types,
+            fast_forest=settings.fast_forest,
+        )
+    else:
+        if settings.model_format == "mlflow":  # storage refuses this before; say it anyway
+            raise StartupError(
+                f"format is mlflow but {artifact.model_path.name} has no MLmodel beside it; "
+                "point storageUri at the directory MLflow wrote",
+                reason="wrong_format",
+            )
+        runtime = load_sklearn_runtime(
+            artifact.model_path,
+            settings.model_format,
+            extra_trusted=settings.trusted_types,
+            fast_forest=settings.fast_forest,
+        )
     runtime.warm_up()
     return runtime
 
@@ -150,7 +166,7 @@ async def bring_up(
             time.perf_counter() - started,
         )
         dataplane.set_phase("loading")
-        runtime = await _in_daemon_thread(lambda: load_runtime(artifact.model_path, settings))
+        runtime = await _in_daemon_thread(lambda: load_runtime(artifact, settings))
         ref = await _in_daemon_thread(lambda: find_profile(settings, artifact.model_path, env))
         await dataplane.set_ready(
             runtime,

@@ -34,7 +34,8 @@ class Settings(BaseSettings):
 
     model_name: str = Field("model", validation_alias=_env("model_name", "MODEL_NAME"))
     storage_uri: str = Field("", validation_alias=_env("storage_uri", "STORAGE_URI"))
-    model_format: Literal["sklearn", "skops"] = Field(
+    # mlflow: a directory MLflow wrote (found by its MLmodel file, which sklearn also detects).
+    model_format: Literal["sklearn", "skops", "mlflow"] = Field(
         "sklearn", validation_alias=_env("model_format", "format", "MODEL_FORMAT")
     )
     model_sha256: str = Field("", validation_alias=_env("model_sha256", "MODEL_SHA256"))
@@ -164,7 +165,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--model-name", help="name in /v1/models/{name} and /v2/models/{name} [MODEL_NAME]")
     add("--storage-uri", help="file://, path, http(s)://, s3://, gs://, pvc:// [STORAGE_URI]")
     add("--model-sha256", help="expected sha256 of the artifact [MODEL_SHA256]")
-    add("--format", dest="model_format", choices=["sklearn", "skops"], help="[MODEL_FORMAT]")
+    add(
+        "--format",
+        dest="model_format",
+        choices=["sklearn", "skops", "mlflow"],
+        help="[MODEL_FORMAT]",
+    )
     add("--model-dir", help="download directory, default /mnt/models [MODEL_DIR]")
     add("--pvc-root", help="where pvc://<claim> is mounted, default /mnt/pvc [PVC_ROOT]")
     add("--track", help="stable|canary, echoed in X-Modeldeploy-Track [MODELDEPLOY_TRACK]")

@@ -310,6 +310,16 @@ class DataPlane:
         order = list(range(len(inputs)))
         if rt.feature_names is not None and set(names) == set(rt.feature_names):
             order = [seen[n] for n in rt.feature_names]
+        elif rt.named_columns and rt.feature_names is not None:
+            expected = rt.feature_names
+            missing = [n for n in expected if n not in seen]
+            unknown = [n for n in names if n not in set(expected)]
+            parts = [f"missing {brief(missing)}"] if missing else []
+            parts += [f"unknown {brief(unknown)}"] if unknown else []
+            raise InvalidInputError(
+                f"inputs name the model's columns, one input each: {', '.join(parts)}; "
+                f"the model's columns are {clip(str(list(expected)))}"
+            )
         cols = []
         for j in order:
             inp = inputs[j]

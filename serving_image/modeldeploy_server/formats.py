@@ -1,5 +1,8 @@
 """What each model format looks like in storage: the file names that can hold it.
 
+An MLflow model is a directory whose ``MLmodel`` file names the model file (``mlmodel.py`` reads
+it); the directory is recognised by that file, under ``format: mlflow`` and ``format: sklearn``.
+
 Both the storage module (which file under a prefix is the model, what to call a download whose
 URL has no telling name) and the runtime that loads it need these facts. Keeping them in a leaf
 module lets storage choose files without importing the model loader (an import-linter contract).
@@ -32,7 +35,13 @@ FORMATS: dict[str, ModelFormat] = {
         "*.joblib, *.pkl, *.pickle or *.skops",
     ),
     "skops": ModelFormat("skops", SKOPS_SUFFIXES, "model.skops", "*.skops"),
+    # No suffix of its own: the directory is found by its MLmodel file, which names the model.
+    "mlflow": ModelFormat("mlflow", (), "MLmodel", "MLmodel"),
 }
+MLMODEL_FILE = "MLmodel"
+# The formats under which a directory holding an MLmodel file is served as an MLflow model:
+# sklearn because it is the default and what users point at an MLflow artifact directory today.
+MLMODEL_FORMATS = frozenset({"sklearn", "mlflow"})
 # Every suffix some format reads: a download with one of these keeps its own name.
 MODEL_SUFFIXES: tuple[str, ...] = tuple(
     dict.fromkeys(suffix for f in FORMATS.values() for suffix in f.suffixes)

@@ -66,6 +66,11 @@ class Runtime(Protocol):
     def inputs(self) -> tuple[TensorSpec, ...]: ...
 
     @property
+    def named_columns(self) -> bool:
+        """Several V2 inputs must be named by ``feature_names`` (a signature names them);
+        False lets them be taken in request order when their names are something else."""
+
+    @property
     def outputs(self) -> tuple[OutputSpec, ...]:
         """What the model can compute; the first is the default output."""
 

@@ -64,16 +64,36 @@ def _without_feature_name_warning(call: Method) -> Method:
 
 
 class SklearnRuntime:
-    """A fitted estimator (joblib/pickle or skops) and the callables that serve it."""
+    """A fitted estimator (joblib/pickle or skops) and the callables that serve it.
 
-    def __init__(self, model: LoadedModel, forest: ForestPredictor | None = None) -> None:
+    ``prepare`` turns the batch matrix into what the estimator itself was fit on (the MLflow
+    runtime's DataFrame with named columns); the forest fast path always takes the matrix.
+    """
+
+    # Several V2 inputs may also be taken in request order when their names are not the
+    # model's feature names (docs/server.md); a runtime with a signature says otherwise.
+    named_columns = False
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        forest: ForestPredictor | None = None,
+        *,
+        prepare: Callable[[Array], Any] | None = None,
+    ) -> None:
         self.model = model
         self.forest = forest
         self.feature_names = model.feature_names
         est = model.estimator
-        calls: dict[str, Method] = {PREDICT_OUTPUT: est.predict}
+
+        def through(method: Method) -> Method:
+            if prepare is None:
+                return method
+            return lambda x: method(prepare(x))
+
+        calls: dict[str, Method] = {PREDICT_OUTPUT: through(est.predict)}
         if model.has_proba:
-            calls[PROBA_OUTPUT] = est.predict_proba
+            calls[PROBA_OUTPUT] = through(est.predict_proba)
         if forest is not None:
             for name, own in list(calls.items()):
                 calls[name] = forest.method(_METHODS[name]) or own
@@ -238,6 +258,19 @@ def load_sklearn_runtime(
     """Load ``path`` and choose, once, how it is served; StartupError if it can't be."""
     started = time.perf_counter()
     model = load_model(path, fmt, extra_trusted=extra_trusted)
-    forest = _checked_forest(model.estimator, path) if fast_forest else None
+    return serve_model(model, started=started, fast_forest=fast_forest)
+
+
+def serve_model(
+    model: LoadedModel,
+    *,
+    started: float,
+    fast_forest: bool = True,
+    prepare: Callable[[Array], Any] | None = None,
+) -> SklearnRuntime:
+    """The runtime for a loaded model, with the forest fast path when it verifies."""
+    forest = _checked_forest(model.estimator, model.path) if fast_forest else None
     # The load time people see includes checking the fast path: both happen before ready.
-    return SklearnRuntime(replace(model, load_seconds=time.perf_counter() - started), forest)
+    return SklearnRuntime(
+        replace(model, load_seconds=time.perf_counter() - started), forest, prepare=prepare
+    )

@@ -6,12 +6,14 @@ the forest fast path) is the runtime's business (runtime/sklearn.py), not the lo
 
 ``sklearn`` means joblib/pickle, which executes arbitrary code from the file: only use it for
 artifacts you trust. ``skops`` is the safe format; it refuses any type that is neither trusted by
-skops itself nor in our explicit allow-list, and says which.
+skops itself nor in our explicit allow-list, and says which. MLflow directories add
+``cloudpickle`` and plain ``pickle`` (their MLmodel says which was used), as trusted as joblib.
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,17 @@ from modeldeploy_server.errors import StartupError
 from modeldeploy_server.formats import SKOPS_SUFFIXES
 
 log = logging.getLogger(__name__)
+
+# How a file is deserialized: "joblib" reads joblib dumps and plain pickles (format sklearn);
+# cloudpickle and pickle are what MLflow's MLmodel may name besides skops.
+Serialization = Literal["skops", "joblib", "cloudpickle", "pickle"]
+# Each one as messages name it, and the call that writes such a file.
+_SERIALIZATIONS: dict[str, tuple[str, str]] = {
+    "skops": ("skops", "skops.io.dump"),
+    "joblib": ("joblib/pickle", "joblib.dump"),
+    "cloudpickle": ("cloudpickle", "cloudpickle.dump (mlflow.sklearn.save_model)"),
+    "pickle": ("pickle", "pickle.dump (mlflow.sklearn.save_model)"),
+}
 
 # Types skops does not trust on its own but which are plain scikit-learn/numpy internals holding
 # fitted state (found by dumping the common estimators). Anything else must be named by the user
@@ -56,7 +69,7 @@ class LoadedModel:
 
     estimator: Any
     path: Path
-    format: Literal["sklearn", "skops"]
+    format: str  # how it was deserialized: sklearn (joblib), skops, cloudpickle or pickle
     estimator_class: str
     n_features: int | None
     feature_names: tuple[str, ...] | None
@@ -124,7 +137,15 @@ def _load_skops(path: Path, extra_trusted: tuple[str, ...]) -> Any:
     return sio.load(path, trusted=list(untrusted))
 
 
-def _load_pickle(path: Path) -> Any:
+def _load_pickle(path: Path, serialization: Serialization) -> Any:
+    if serialization == "cloudpickle":
+        import cloudpickle
+
+        with path.open("rb") as f:
+            return cloudpickle.load(f)
+    if serialization == "pickle":
+        with path.open("rb") as f:
+            return pickle.load(f)  # trusted artifacts only, as joblib.load below
     import joblib
 
     # joblib.load reads joblib dumps and plain pickles alike (as KServe's sklearnserver does).
@@ -136,14 +157,22 @@ def load_model(
     fmt: Literal["sklearn", "skops"],
     *,
     extra_trusted: tuple[str, ...] = (),
+    serialization: Serialization | None = None,
 ) -> LoadedModel:
-    """Load ``path`` or raise StartupError with a sentence a person can act on."""
+    """Load ``path`` or raise StartupError with a sentence a person can act on.
+
+    ``serialization`` (an MLmodel's word) overrides what ``fmt`` and the file's suffix imply.
+    """
     import time
 
     import sklearn
 
     started = time.perf_counter()
-    use_skops = fmt == "skops" or path.suffix in SKOPS_SUFFIXES
+    if serialization is None:
+        skops_file = fmt == "skops" or path.suffix in SKOPS_SUFFIXES
+        serialization = "skops" if skops_file else "joblib"
+    use_skops = serialization == "skops"
+    kind, writer = _SERIALIZATIONS[serialization]
     if fmt == "skops" and path.suffix not in SKOPS_SUFFIXES:
         raise StartupError(
             f"format is skops but the artifact is {path.name}; upload a .skops file "
@@ -153,7 +182,9 @@ def load_model(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            est = _load_skops(path, extra_trusted) if use_skops else _load_pickle(path)
+            est = (
+                _load_skops(path, extra_trusted) if use_skops else _load_pickle(path, serialization)
+            )
         except StartupError:
             raise
         except ModuleNotFoundError as exc:
@@ -166,9 +197,8 @@ def load_model(
             # Corrupt pickles fail in many ways: UnpicklingError, EOFError, ValueError, even
             # MemoryError when a garbage frame header claims exabytes.
             raise StartupError(
-                f"could not load {path.name} as a {'skops' if use_skops else 'joblib/pickle'} "
-                f"model ({type(exc).__name__}: {exc}); the file is corrupt or not a model saved "
-                f"with {'skops.io.dump' if use_skops else 'joblib.dump'}",
+                f"could not load {path.name} as a {kind} model ({type(exc).__name__}: {exc}); "
+                f"the file is corrupt or not a model saved with {writer}",
                 reason="unreadable_model",
             ) from exc
     # One InconsistentVersionWarning arrives per pickled estimator (a forest has one per tree),
@@ -218,7 +248,7 @@ def load_model(
     return LoadedModel(
         estimator=est,
         path=path,
-        format="skops" if use_skops else "sklearn",
+        format="sklearn" if serialization == "joblib" else serialization,
         estimator_class=f"{type(est).__module__}.{type(est).__qualname__}",
         n_features=n,
         feature_names=names,

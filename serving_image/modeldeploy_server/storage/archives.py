@@ -54,7 +54,8 @@ def extract_archive(archive: Path, dest: Path) -> None:
 
 
 def unpack(archive: Path, model_dir: Path, fmt: str) -> Path:
-    """Unpack ``archive`` into ``model_dir/unpacked`` and return the model file inside it."""
+    """Unpack ``archive`` into ``model_dir/unpacked`` and return the model file (or the MLflow
+    directory's MLmodel file) inside it."""
     dest = model_dir / "unpacked"
     if dest.exists():
         shutil.rmtree(dest)

@@ -4,6 +4,9 @@ Local paths and ``pvc://`` mounts are read in place; remote ones are streamed th
 filesystem (``storage.backends``) to a ``.part`` file, hashed while streaming, and renamed when
 complete. Every failure ends as a StartupError whose reason and message come from
 ``storage.failures.classify``, because the message becomes the pod's termination message.
+
+An MLflow directory is fetched as its ``MLmodel`` file and the one model file it names (the
+environment files beside them are never read); the digest covers that model file.
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from modeldeploy_server.errors import StartupError
-from modeldeploy_server.formats import model_format
+from modeldeploy_server.formats import MLMODEL_FILE, MLMODEL_FORMATS, model_format
+from modeldeploy_server.mlmodel import MLmodel, missing_model_file, parse_mlmodel
 from modeldeploy_server.storage.archives import unpack
 from modeldeploy_server.storage.backends import filesystem
 from modeldeploy_server.storage.failures import classify, with_retries
 from modeldeploy_server.storage.selection import (
     choose_candidate,
     is_archive,
+    is_mlmodel,
     is_model,
     local_files,
 )
@@ -45,6 +50,7 @@ class Artifact:
     sha256: str
     size: int
     source: str
+    mlmodel: MLmodel | None = None  # an MLflow directory's MLmodel, beside model_path
 
 
 class _Progress:
@@ -115,6 +121,21 @@ def _verify(actual: str, expected: str, name: str) -> None:
         )
 
 
+def _local_mlflow(mlmodel_path: Path, where: str) -> tuple[MLmodel, Path]:
+    """The parsed MLmodel and the model file it names, which must be beside it."""
+    try:
+        text = mlmodel_path.read_bytes()
+    except OSError as exc:
+        raise StartupError(
+            f"could not read {where} ({type(exc).__name__}: {exc})", reason="artifact_missing"
+        ) from exc
+    mlmodel = parse_mlmodel(text, where)
+    model = mlmodel_path.parent / mlmodel.pickled_model
+    if not model.is_file():
+        raise missing_model_file(mlmodel, str(model))
+    return mlmodel, model
+
+
 def _fetch_local(loc: StorageLocation, model_dir: Path, fmt: str, sha256: str) -> Artifact:
     root = Path(loc.path)
     if not root.exists():
@@ -130,10 +151,18 @@ def _fetch_local(loc: StorageLocation, model_dir: Path, fmt: str, sha256: str) -
         artifact = root / choose_candidate(local_files(root), fmt, loc.display)
     else:
         artifact = root
+    if fmt in MLMODEL_FORMATS and is_mlmodel(artifact.name):
+        mlmodel, model = _local_mlflow(artifact, str(artifact))
+        actual = sha256_file(model)
+        _verify(actual, sha256, model.name)
+        return Artifact(model, actual, model.stat().st_size, str(model), mlmodel)
     actual = sha256_file(artifact)
     _verify(actual, sha256, artifact.name)
     size = artifact.stat().st_size
     model_path = unpack(artifact, model_dir, fmt) if is_archive(artifact.name) else artifact
+    if is_mlmodel(model_path.name):  # an MLflow directory packed in the archive
+        mlmodel, model = _local_mlflow(model_path, f"{MLMODEL_FILE} in {artifact.name}")
+        return Artifact(model, actual, size, str(artifact), mlmodel)
     return Artifact(model_path, actual, size, str(artifact))
 
 
@@ -172,22 +201,81 @@ def _fetch_remote(
         resolve, what=f"listing {loc.display}", attempts=attempts, backoff_s=backoff_s
     )
     model_dir.mkdir(parents=True, exist_ok=True)
+    if fmt in MLMODEL_FORMATS and is_mlmodel(rpath):
+        return _fetch_remote_mlflow(fs, loc, rpath, model_dir, sha256, attempts, backoff_s)
     dest = model_dir / _remote_name(rpath, loc, fmt)
-    if sha256 and dest.exists() and sha256_file(dest) == sha256:
-        # A restarted container keeps its emptyDir: don't download the same bytes again.
-        log.info("reusing %s already in %s (sha256 matches)", dest.name, model_dir)
-        actual = sha256
-    else:
-        actual = with_retries(
-            lambda: _download(fs, loc, rpath, dest, size),
-            what=f"downloading {loc.display}",
-            attempts=attempts,
-            backoff_s=backoff_s,
-        )
-        _verify(actual, sha256, dest.name)
+    actual = _download_verified(fs, loc, rpath, dest, size, sha256, attempts, backoff_s)
     size_now = dest.stat().st_size
     model_path = unpack(dest, model_dir, fmt) if is_archive(dest.name) else dest
+    if is_mlmodel(model_path.name):  # an MLflow directory packed in the archive
+        mlmodel, model = _local_mlflow(model_path, f"{MLMODEL_FILE} in {dest.name}")
+        return Artifact(model, actual, size_now, redact_uri(loc.uri), mlmodel)
     return Artifact(model_path, actual, size_now, redact_uri(f"{loc.uri}"))
+
+
+def _download_verified(
+    fs: Any,
+    loc: StorageLocation,
+    rpath: str,
+    dest: Path,
+    size: int | None,
+    sha256: str,
+    attempts: int,
+    backoff_s: float,
+) -> str:
+    """Download ``rpath`` to ``dest`` (unless a restart left it there) and check its digest."""
+    if sha256 and dest.exists() and sha256_file(dest) == sha256:
+        # A restarted container keeps its emptyDir: don't download the same bytes again.
+        log.info("reusing %s already in %s (sha256 matches)", dest.name, dest.parent)
+        return sha256
+    actual = with_retries(
+        lambda: _download(fs, loc, rpath, dest, size),
+        what=f"downloading {_remote_display(loc, rpath)}",
+        attempts=attempts,
+        backoff_s=backoff_s,
+    )
+    _verify(actual, sha256, dest.name)
+    return actual
+
+
+def _remote_display(loc: StorageLocation, rpath: str) -> str:
+    return redact_uri(rpath if loc.scheme == "http" else f"{loc.scheme}://{rpath}")
+
+
+def _fetch_remote_mlflow(
+    fs: Any,
+    loc: StorageLocation,
+    mlmodel_rpath: str,
+    model_dir: Path,
+    sha256: str,
+    attempts: int,
+    backoff_s: float,
+) -> Artifact:
+    """The MLmodel file, then the one model file it names from the same directory."""
+    where = _remote_display(loc, mlmodel_rpath)
+    text: bytes = with_retries(
+        lambda: fs.cat_file(mlmodel_rpath),
+        what=f"reading {where}",
+        attempts=attempts,
+        backoff_s=backoff_s,
+    )
+    mlmodel = parse_mlmodel(text, where)
+    (model_dir / MLMODEL_FILE).write_bytes(text)
+    rmodel = f"{mlmodel_rpath.rsplit('/', 1)[0]}/{mlmodel.pickled_model}"
+
+    def model_size() -> int | None:
+        try:
+            info = fs.info(rmodel)
+        except FileNotFoundError:
+            raise missing_model_file(mlmodel, _remote_display(loc, rmodel)) from None
+        size = info.get("size")
+        return int(size) if size is not None else None
+
+    size = with_retries(model_size, what=f"listing {where}", attempts=attempts, backoff_s=backoff_s)
+    dest = model_dir / mlmodel.pickled_model
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    actual = _download_verified(fs, loc, rmodel, dest, size, sha256, attempts, backoff_s)
+    return Artifact(dest, actual, dest.stat().st_size, _remote_display(loc, rmodel), mlmodel)
 
 
 def fetch(
