@@ -202,3 +202,18 @@ def test_mlmodel_naming_a_missing_file(
     assert proc.popen.wait(timeout=120) == 1
     message = proc.termination_log.read_text()
     assert "flavors.sklearn.pickled_model names model.skops, but there is no such file" in message
+
+
+def test_mlflow_directory_in_an_archive(
+    start_server: Any, dirs: dict[str, Any], tmp_path: Path
+) -> None:
+    archive = shutil.make_archive(
+        str(tmp_path / "model"), "gztar", root_dir=dirs["root"], base_dir="pipe-cloudpickle"
+    )
+    proc = start_server(archive)
+    proc.wait_ready()
+    df = dirs["df"]
+    r = httpx.post(f"{proc.url}/v1/models/iris:predict", json={"instances": [_row(df, 0)]})
+    assert r.json() == {"predictions": dirs["pipe"].predict(df.iloc[:1]).tolist()}
+    meta = httpx.get(f"{proc.url}/v2/models/iris").json()
+    assert meta["parameters"]["serialization_format"] == "cloudpickle"
