@@ -153,6 +153,7 @@ class LoadResult:
     errors: dict[str, int]
     tracks: dict[str, int]
     answers: dict[str, int]
+    failed_at: list[str]  # UTC times of the first transport failures
 
 
 def start_load(

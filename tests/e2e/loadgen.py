@@ -44,6 +44,8 @@ def main() -> int:
     tracks: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     answers: Counter[str] = Counter()
+    # When each transport failure happened (wall clock, to set beside pod events), the first 50.
+    failed_at: list[str] = []
     ok = 0
     sent = 0
     total = args.count if args.count else int(args.rate * args.duration)
@@ -84,6 +86,8 @@ def main() -> int:
             except Exception as exc:
                 with lock:
                     errors[f"{type(exc).__name__}: {exc}"[:200]] += 1
+                    if len(failed_at) < 50:
+                        failed_at.append(time.strftime("%H:%M:%S", time.gmtime()))
 
     threads = [threading.Thread(target=worker) for _ in range(args.concurrency)]
     for thread in threads:
@@ -95,6 +99,7 @@ def main() -> int:
         "ok": ok,
         "failed": sum(errors.values()),
         "errors": dict(errors),
+        "failed_at": failed_at,
         "tracks": dict(tracks),
         "answers": dict(answers.most_common(5)),
         "seconds": round(time.monotonic() - start, 2),

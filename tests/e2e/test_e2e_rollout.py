@@ -84,7 +84,7 @@ def test_a_good_model_goes_through_every_step_and_is_promoted_without_a_failed_r
     assert all(c["result"] == "Passed" for c in ro["analysis"]), ro["analysis"]
     assert len(seen_steps) >= 2, seen_steps  # it was seen at more than one step
     result = wait()
-    assert result.failed == 0, result.errors
+    assert result.failed == 0, (result.errors, result.failed_at)
     assert result.ok == result.sent == RATE * 150
     assert set(result.tracks) == {"stable", "canary"}  # both served during the rollout
 
@@ -136,7 +136,8 @@ def test_a_model_that_fails_part_of_its_requests_is_aborted_on_its_error_rate(
     error_rate = check_of(seen["aborted"], "errorRate")
     assert error_rate["value"] > 0.2, error_rate  # a third of the canary's requests
     # The failures the load saw were the canary's 500s, nothing else.
-    assert all(k.startswith("http 500") for k in seen["load"].errors), seen["load"].errors
+    load = seen["load"]
+    assert all(k.startswith("http 500") for k in load.errors), (load.errors, load.failed_at)
 
 
 def test_a_model_that_predicts_differently_is_aborted_on_prediction_shift(
@@ -146,4 +147,7 @@ def test_a_model_that_predicts_differently_is_aborted_on_prediction_shift(
     checks = {c["name"]: c for c in seen["aborted"]["analysis"]}
     assert checks["errorRate"]["result"] == "Passed", checks
     assert checks["predictionShift"]["value"] > 0.3, checks
-    assert seen["load"].failed == 0, seen["load"].errors  # it never failed a request
+    assert seen["load"].failed == 0, (
+        seen["load"].errors,
+        seen["load"].failed_at,
+    )  # it never failed a request
