@@ -85,7 +85,8 @@ def load_runtime(artifact: Artifact, settings: Settings) -> Runtime:
             fast_forest=settings.fast_forest,
         )
     else:
-        if settings.model_format == "mlflow":  # storage refuses this before; say it anyway
+        # A storageUri naming one model file (not the directory MLflow wrote) ends up here.
+        if settings.model_format == "mlflow":
             raise StartupError(
                 f"format is mlflow but {artifact.model_path.name} has no MLmodel beside it; "
                 "point storageUri at the directory MLflow wrote",

@@ -26,6 +26,7 @@ class ModelFormat:
 SKOPS_SUFFIXES = (".skops",)
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 
+MLMODEL_FILE = "MLmodel"
 FORMATS: dict[str, ModelFormat] = {
     # joblib/pickle; a .skops file found under a sklearn prefix is loaded with skops.
     "sklearn": ModelFormat(
@@ -36,9 +37,8 @@ FORMATS: dict[str, ModelFormat] = {
     ),
     "skops": ModelFormat("skops", SKOPS_SUFFIXES, "model.skops", "*.skops"),
     # No suffix of its own: the directory is found by its MLmodel file, which names the model.
-    "mlflow": ModelFormat("mlflow", (), "MLmodel", "MLmodel"),
+    "mlflow": ModelFormat("mlflow", (), MLMODEL_FILE, MLMODEL_FILE),
 }
-MLMODEL_FILE = "MLmodel"
 # The formats under which a directory holding an MLmodel file is served as an MLflow model:
 # sklearn because it is the default and what users point at an MLflow artifact directory today.
 MLMODEL_FORMATS = frozenset({"sklearn", "mlflow"})

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from modeldeploy_server.datatypes import v2_datatype
+from modeldeploy_server.datatypes import V2_DTYPES, v2_datatype
 from modeldeploy_server.errors import InvalidInputError, StartupError, brief, clip
 from modeldeploy_server.mlmodel import ColumnSpec, MLmodel
 from modeldeploy_server.runtime.base import Array, OutputSpec, TensorSpec
@@ -46,13 +46,10 @@ V2_BY_COLUMN = {
     "binary": "BYTES",
     "datetime": "BYTES",
 }
-# The dtype of each numeric column in the DataFrame, as MLflow's own schema enforcement makes it.
-_NUMPY_BY_COLUMN: dict[str, Any] = {
-    "boolean": np.bool_,
-    "integer": np.int32,
-    "long": np.int64,
-    "float": np.float32,
-    "double": np.float64,
+# The dtype of each numeric column in the DataFrame, as MLflow's own schema enforcement makes it:
+# the numpy dtype of the column's V2 datatype (strings, bytes and dates stay objects).
+_NUMPY_BY_COLUMN: dict[str, np.dtype[Any]] = {
+    column: V2_DTYPES[v2] for column, v2 in V2_BY_COLUMN.items() if v2 != "BYTES"
 }
 _WHOLE = frozenset({"integer", "long"})
 # Requested output names the scikit-learn runtime knows, besides the signature's own name.

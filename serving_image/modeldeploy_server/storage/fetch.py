@@ -136,6 +136,17 @@ def _local_mlflow(mlmodel_path: Path, where: str) -> tuple[MLmodel, Path]:
     return mlmodel, model
 
 
+def _artifact(
+    model_path: Path, sha256: str, size: int, source: str, fmt: str, packed_in: str
+) -> Artifact:
+    """What storage produced: a model file, or (under the formats that recognise MLflow
+    directories) the MLmodel of a directory that came packed in the archive ``packed_in``."""
+    if fmt in MLMODEL_FORMATS and is_mlmodel(model_path.name):
+        mlmodel, model = _local_mlflow(model_path, f"{MLMODEL_FILE} in {packed_in}")
+        return Artifact(model, sha256, size, source, mlmodel)
+    return Artifact(model_path, sha256, size, source)
+
+
 def _fetch_local(loc: StorageLocation, model_dir: Path, fmt: str, sha256: str) -> Artifact:
     root = Path(loc.path)
     if not root.exists():
@@ -160,10 +171,7 @@ def _fetch_local(loc: StorageLocation, model_dir: Path, fmt: str, sha256: str) -
     _verify(actual, sha256, artifact.name)
     size = artifact.stat().st_size
     model_path = unpack(artifact, model_dir, fmt) if is_archive(artifact.name) else artifact
-    if is_mlmodel(model_path.name):  # an MLflow directory packed in the archive
-        mlmodel, model = _local_mlflow(model_path, f"{MLMODEL_FILE} in {artifact.name}")
-        return Artifact(model, actual, size, str(artifact), mlmodel)
-    return Artifact(model_path, actual, size, str(artifact))
+    return _artifact(model_path, actual, size, str(artifact), fmt, artifact.name)
 
 
 def _remote_name(rpath: str, loc: StorageLocation, fmt: str) -> str:
@@ -207,10 +215,7 @@ def _fetch_remote(
     actual = _download_verified(fs, loc, rpath, dest, size, sha256, attempts, backoff_s)
     size_now = dest.stat().st_size
     model_path = unpack(dest, model_dir, fmt) if is_archive(dest.name) else dest
-    if is_mlmodel(model_path.name):  # an MLflow directory packed in the archive
-        mlmodel, model = _local_mlflow(model_path, f"{MLMODEL_FILE} in {dest.name}")
-        return Artifact(model, actual, size_now, redact_uri(loc.uri), mlmodel)
-    return Artifact(model_path, actual, size_now, redact_uri(f"{loc.uri}"))
+    return _artifact(model_path, actual, size_now, redact_uri(loc.uri), fmt, dest.name)
 
 
 def _download_verified(
