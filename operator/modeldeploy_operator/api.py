@@ -72,7 +72,13 @@ RESERVED_ENV = (
 )
 
 # storageUri schemes the server can read (docs/architecture.md). pvc:// needs a claim and a path.
-STORAGE_URI_PATTERN = r"^((s3|gs)://[^/]+(/.*)?|https?://[^/]+/.*|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+|file:///.+)$"
+# models:/ is an MLflow Model Registry reference the operator resolves (spec.model.mlflow).
+REGISTRY_URI_PATTERN = r"models:/[^/@\s]+(/([0-9]+|latest)|@[A-Za-z0-9_-]+)"
+STORAGE_URI_PATTERN = (
+    r"^((s3|gs)://[^/]+(/.*)?|https?://[^/]+/.*|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+|"
+    r"file:///.+|" + REGISTRY_URI_PATTERN + ")$"
+)
+REGISTRY_PREFIX = "models:/"
 SHA256_PATTERN = r"^[a-f0-9]{64}$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 QUANTITY_PATTERN = (
@@ -90,8 +96,23 @@ ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 
 URI_HELP = (
     "s3://<bucket>/<key>, gs://<bucket>/<object>, http(s)://<host>/<file>, "
-    "pvc://<claim>/<path> or file:///<path> (local development only)"
+    "pvc://<claim>/<path>, an MLflow Model Registry reference models:/<name>/<version>, "
+    "models:/<name>/latest or models:/<name>@<alias> (needs spec.model.mlflow), "
+    "or file:///<path> (local development only)"
 )
+
+
+# Go-style durations as Argo Rollouts and Flagger take them: 30s, 2m, 1h30m, 500ms.
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration matching DURATION_PATTERN (the schema has checked the form)."""
+    seconds = 0.0
+    for number, unit in re.findall(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)", text):
+        seconds += float(number) * _DURATION_UNITS[unit]
+    return seconds
 
 
 def _validations(*rules: JsonDict) -> JsonDict:
@@ -124,10 +145,87 @@ class ModelFormat(StrEnum):
 
     SKLEARN = "sklearn"
     SKOPS = "skops"
+    MLFLOW = "mlflow"
+
+
+def _uri_rules(field: str) -> list[JsonDict]:
+    """The rules every storageUri field shares: a sentence naming the schemes (the pattern's own
+    rejection only quotes a regular expression), and what a registry reference needs."""
+    return [
+        _cel(
+            "!has(self.storageUri) || self.storageUri.matches('"
+            + STORAGE_URI_PATTERN.replace("\\", "\\\\")
+            + "')",
+            f"{field}.storageUri must be one of " + URI_HELP,
+            ".storageUri",
+        ),
+        _cel(
+            "!has(self.storageUri) || !self.storageUri.startsWith('models:/') || "
+            "!has(self.format) || self.format != 'skops'",
+            f"{field}.format skops can't load an MLflow registry model: leave format unset "
+            "(or mlflow) for a models:/ storageUri",
+            ".format",
+        ),
+        _cel(
+            "!has(self.storageUri) || !self.storageUri.startsWith('models:/') || "
+            "!has(self.sha256) || self.storageUri.matches('^models:/[^/@]+/[0-9]+$')",
+            f"{field}.sha256 pins one artifact, but {field}.storageUri names a reference that "
+            "moves (@alias or /latest): pin a version (models:/<name>/<version>) or drop sha256",
+            ".sha256",
+        ),
+    ]
+
+
+class MlflowSpec(_Model):
+    """The MLflow tracking server whose Model Registry resolves a models:/ storageUri."""
+
+    tracking_uri: str = Field(
+        description=(
+            "Base URL of the MLflow tracking server, e.g. http://mlflow.mlops:5000. The "
+            "operator asks its REST API which version a models:/ reference names and where "
+            "that version's artifacts are; the pods then download the artifacts directly "
+            "(run the server with an s3:// or gs:// artifact root and --no-serve-artifacts)."
+        ),
+        pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
+        max_length=2048,
+    )
+    secret_name: str | None = Field(
+        None,
+        description=(
+            "A Secret in the ModelDeployment's namespace with MLFLOW_TRACKING_TOKEN (sent as a "
+            "bearer token) or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (basic "
+            "auth), read by the operator only. Omit for a tracking server without auth."
+        ),
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        max_length=253,
+    )
+    refresh_interval: str = Field(
+        "1m",
+        description=(
+            "How often the operator asks the registry again what an @alias or /latest "
+            "reference names; a new version is rolled out (through spec.rollout when set). "
+            "The annotation modeldeploy.io/refresh-model=<any new value> asks at once."
+        ),
+        pattern=DURATION_PATTERN,
+        max_length=32,
+    )
 
 
 class ModelSpec(_Model):
     """The model version the stable track serves."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_validations(
+            *_uri_rules("spec.model"),
+            _cel(
+                "!has(self.storageUri) || !self.storageUri.startsWith('models:/') || "
+                "has(self.mlflow)",
+                "spec.model.storageUri is an MLflow registry reference: set "
+                "spec.model.mlflow.trackingUri to the tracking server that resolves it",
+                ".mlflow",
+            ),
+        )
+    )
 
     storage_uri: str = Field(
         description=(
@@ -144,7 +242,10 @@ class ModelSpec(_Model):
         ModelFormat.SKLEARN,
         description=(
             "Serialization of the artifact: `sklearn` (joblib/pickle; only load artifacts you "
-            "trust) or `skops` (safe format with an allow-list of types)."
+            "trust), `skops` (safe format with an allow-list of types) or `mlflow` (a "
+            "directory mlflow.sklearn.log_model wrote, read through its MLmodel file; a "
+            "directory with an MLmodel file is read that way under `sklearn` too, and a "
+            "models:/ storageUri always is)."
         ),
     )
     sha256: str | None = Field(
@@ -155,6 +256,13 @@ class ModelSpec(_Model):
             "ModelLoadFailed. Its first 12 characters are the served model_version."
         ),
         pattern=SHA256_PATTERN,
+    )
+    mlflow: MlflowSpec | None = Field(
+        None,
+        description=(
+            "The MLflow tracking server that resolves a models:/ storageUri (this one and "
+            "spec.canary's); required with one."
+        ),
     )
 
 
@@ -235,6 +343,8 @@ class AutoscalingSpec(_Model):
 
 class CanarySpec(_Model):
     """A second model version served beside the stable one."""
+
+    model_config = ConfigDict(json_schema_extra=_validations(*_uri_rules("spec.canary")))
 
     storage_uri: str = Field(
         description=(
@@ -495,19 +605,6 @@ class AuthSpec(_Model):
     )
 
 
-# Go-style durations as Argo Rollouts and Flagger take them: 30s, 2m, 1h30m, 500ms.
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a duration matching DURATION_PATTERN (the schema has checked the form)."""
-    seconds = 0.0
-    for number, unit in re.findall(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)", text):
-        seconds += float(number) * _DURATION_UNITS[unit]
-    return seconds
-
-
 class PauseSpec(_Model):
     """Wait at the current weight: for a while, or until a person promotes."""
 
@@ -658,6 +755,13 @@ class ModelDeploymentSpec(_Model):
                 "spec.canary.storageUri must differ from spec.model.storageUri: a canary "
                 "serves another model version (to promote it, move its storageUri into "
                 "spec.model and remove spec.canary)",
+                ".canary.storageUri",
+            ),
+            _cel(
+                "!has(self.canary) || !self.canary.storageUri.startsWith('models:/') || "
+                "has(self.model.mlflow)",
+                "spec.canary.storageUri is an MLflow registry reference: set "
+                "spec.model.mlflow.trackingUri to the tracking server that resolves it",
                 ".canary.storageUri",
             ),
             _cel(
@@ -869,6 +973,36 @@ class RolloutStatus(_Model):
     )
 
 
+class RegistryResolutionStatus(_Model):
+    """What a models:/ reference resolved to, the last time the registry answered."""
+
+    uri: str = Field(description="The reference as spec has it, e.g. models:/iris@champion.")
+    version: str = Field(description="The registered model version it names.", max_length=64)
+    artifact_uri: str = Field(
+        description="Where that version's artifacts are: the storageUri the pods load."
+    )
+    run_id: str | None = Field(None, description="The MLflow run that logged the version.")
+    resolved_at: str = Field(
+        description="When the reference was first seen naming this version.",
+        json_schema_extra={"format": "date-time"},
+    )
+
+
+class RegistryStatus(_Model):
+    """The MLflow Model Registry references of spec.model and spec.canary, resolved."""
+
+    model: RegistryResolutionStatus | None = Field(
+        None, description="spec.model.storageUri's reference."
+    )
+    canary: RegistryResolutionStatus | None = Field(
+        None, description="spec.canary.storageUri's reference."
+    )
+    refreshed: str | None = Field(
+        None,
+        description="The value of the annotation modeldeploy.io/refresh-model last acted on.",
+    )
+
+
 class ModelDeploymentStatus(_Model):
     """What the operator observed, written by the operator only."""
 
@@ -922,6 +1056,13 @@ class ModelDeploymentStatus(_Model):
     )
     rollout: RolloutStatus | None = Field(
         None, description="The progressive rollout of spec.model, with spec.rollout."
+    )
+    registry: RegistryStatus | None = Field(
+        None,
+        description=(
+            "With a models:/ storageUri: the registry version each reference names and the "
+            "artifact URI the pods load (the VERSION printer column)."
+        ),
     )
     conditions: list[Condition] | None = Field(
         None,

@@ -122,6 +122,29 @@ APPLY_FAILED: Final = _problem(
     "usually an invalid `spec.resources` quantity combination or an admission webhook",
     blocks=True,
 )
+REGISTRY_UNAVAILABLE: Final = _problem(
+    "RegistryUnavailable",
+    12,
+    "the MLflow tracking server in `spec.model.mlflow.trackingUri` did not answer, answered "
+    "with an error, or refused the credentials (message quotes it); pods already serving a "
+    "resolved version keep serving it",
+    "check the tracking server, `trackingUri` and the Secret in `spec.model.mlflow.secretName`; "
+    "the operator asks again every 15 s",
+)
+REGISTRY_MODEL_NOT_FOUND: Final = _problem(
+    "RegistryModelNotFound",
+    13,
+    "the registry has no such registered model, version or alias for a models:/ storageUri",
+    "fix the name/version/alias in `storageUri`, or register the model (set the alias)",
+)
+REGISTRY_MODEL_UNUSABLE: Final = _problem(
+    "RegistryModelUnusable",
+    14,
+    "the registered version exists but can't be served: not READY yet, or its artifacts are "
+    "behind the tracking server's proxy (mlflow-artifacts:/) instead of s3:// or gs://",
+    "wait for the registration to finish, or run `mlflow server` with an s3:// or gs:// "
+    "`--default-artifact-root` and `--no-serve-artifacts`",
+)
 MODEL_LOAD_FAILED: Final = _problem(
     "ModelLoadFailed",
     20,
@@ -208,6 +231,9 @@ REASONS: Final = (
     ROLLOUT_PAUSED,
     ROLLOUT_PROMOTING,
     ROLLOUT_ABORTED,
+    REGISTRY_UNAVAILABLE,
+    REGISTRY_MODEL_NOT_FOUND,
+    REGISTRY_MODEL_UNUSABLE,
     MODEL_LOAD_FAILED,
     SERVER_CRASHING,
     IMAGE_PULL_FAILED,

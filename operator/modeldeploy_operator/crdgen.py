@@ -173,6 +173,12 @@ def printer_columns() -> list[Schema]:
             "description": "The stable track's model artifact.",
         },
         {
+            "name": "Version",
+            "type": "string",
+            "jsonPath": ".status.registry.model.version",
+            "description": "The MLflow registry version spec.model's models:/ reference names.",
+        },
+        {
             "name": "Ready",
             "type": "string",
             "jsonPath": '.status.conditions[?(@.type=="Ready")].status',

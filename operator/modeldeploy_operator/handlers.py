@@ -49,6 +49,8 @@ from modeldeploy_operator.kube import Kube, load_api_client
 from modeldeploy_operator.metrics import OperatorMetrics
 from modeldeploy_operator.plan import orphan_reason
 from modeldeploy_operator.reconcile import Baseline, InvalidSpecError, Outcome, reconcile
+from modeldeploy_operator.registry import REFRESH_ANNOTATION, CheckKey
+from modeldeploy_operator.registry_client import MlflowRegistry
 from modeldeploy_operator.rollout import COMMAND_ANNOTATIONS
 from modeldeploy_operator.scrape import scrape_pods
 from modeldeploy_operator.settings import OperatorSettings
@@ -110,6 +112,9 @@ class Runtime:
     # and the timer of its next due step or interval; both go when the object does.
     baselines: dict[Key, Baseline] = field(default_factory=dict)
     timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
+    # When each models:/ reference is to be asked next (registry.resolve); goes with the object.
+    registry: MlflowRegistry = field(default_factory=MlflowRegistry)
+    registry_due: dict[CheckKey, float] = field(default_factory=dict)
     kicks: set[asyncio.Task[None]] = field(default_factory=set)
     resync_task: asyncio.Task[None] | None = None
     pool: ThreadPoolExecutor | None = None
@@ -227,6 +232,8 @@ class Runtime:
             thorough=thorough,
             scrape=lambda targets: scrape_pods(targets, port=HTTP_PORT),
             baselines=self.baselines,
+            resolver=self.registry,
+            registry_due=self.registry_due,
         )
 
     async def _in_worker(self, fn: Callable[..., T], *args: Any) -> T:
@@ -244,6 +251,8 @@ class Runtime:
         if event_type == "DELETED":
             self.known.discard(key)
             self.baselines.pop(key, None)
+            for due in [k for k in self.registry_due if k[:2] == key]:
+                del self.registry_due[due]
             self.metrics.forget(*key)
             timer = self.timers.pop(key, None)
             if timer is not None:
@@ -397,8 +406,8 @@ def make_registry(rt: Runtime) -> kopf.OperatorRegistry:
         type: str | None, body: kopf.Body, namespace: str | None, name: str, **_: Any
     ) -> None:
         rt.seen(type, (namespace or "", name))
-        # A rollout command (kubectl annotate / the kubectl plugin) changes no spec: act on a
-        # command annotation whose value status has not recorded as handled yet.
+        # A rollout command (kubectl annotate / the kubectl plugin) or a registry refresh changes
+        # no spec: act on an annotation whose value status has not recorded as handled yet.
         if type == "MODIFIED" and pending_command(body):
             await _kick(rt, namespace or "", name)
 
@@ -451,6 +460,9 @@ def make_registry(rt: Runtime) -> kopf.OperatorRegistry:
 def pending_command(body: Any) -> bool:
     annotations = (body.get("metadata") or {}).get("annotations") or {}
     handled = ((body.get("status") or {}).get("rollout") or {}).get("commands") or {}
+    refresh = annotations.get(REFRESH_ANNOTATION)
+    if refresh and refresh != ((body.get("status") or {}).get("registry") or {}).get("refreshed"):
+        return True
     return any(
         annotations.get(key) and annotations.get(key) != handled.get(cmd)
         for cmd, key in COMMAND_ANNOTATIONS.items()

@@ -143,6 +143,12 @@ class Kube:
                 self.core.patch_namespaced_service_account,
                 self.core.delete_namespaced_service_account,
             )
+        if kind == "Secret":  # read only: spec.model.mlflow.secretName, never written
+
+            def not_written(*_: Any, **__: Any) -> Any:
+                raise ValueError("the operator never writes or deletes Secrets")
+
+            return self.core.read_namespaced_secret, not_written, not_written
         if kind == "ClusterRoleBinding":  # cluster-scoped: the namespace argument is dropped
 
             def read_crb(name: str, _namespace: str, **kw: Any) -> Any:

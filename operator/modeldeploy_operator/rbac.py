@@ -16,6 +16,7 @@ from typing import Any, Final
 import yaml
 
 from modeldeploy_operator.api import GROUP, MANAGED_BY, PLURAL
+from modeldeploy_operator.registry import MLFLOW_SECRET
 
 NAMESPACE: Final = "modeldeploy-system"
 SERVICE_ACCOUNT: Final = MANAGED_BY
@@ -114,6 +115,17 @@ RULES: Final = (
         CHILD_VERBS,
         "the HTTPRoute `<name>` with `spec.traffic.gateway`: apply, read back its status (the "
         "Gateway's Accepted/ResolvedRefs conditions), watch it, delete it when the block goes",
+    ),
+    Rule(
+        "",
+        "secrets",
+        ("get",),
+        f"only Secrets named `{MLFLOW_SECRET}`: the MLflow tracking token a "
+        "`spec.model.mlflow.secretName` of that name holds; never listed, watched or written "
+        "(grant other names in your own Role if you must)",
+        f"spec.model.mlflow.secretName: the MLflow tracking token, in Secrets named "
+        f"{MLFLOW_SECRET} only",
+        resource_names=(MLFLOW_SECRET,),
     ),
     Rule(
         "",

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from modeldeploy_operator import analysis, builders, plan, rollout, status
+from modeldeploy_operator import analysis, builders, plan, registry, rollout, status
 from modeldeploy_operator import conditions as c
 from modeldeploy_operator.api import LABEL_TRACK, ModelDeployment, parse_duration
 from modeldeploy_operator.errors import ApiError, ObjectGoneError
@@ -251,6 +251,8 @@ def reconcile(
     scrape: Scraper | None = None,
     baselines: MutableMapping[tuple[str, str], Baseline] | None = None,
     clock: float | None = None,
+    resolver: registry.Resolver | None = None,
+    registry_due: MutableMapping[registry.CheckKey, float] | None = None,
 ) -> Outcome:
     """Brings the children of ``body`` (a ModelDeployment as stored) to the desired state and
     writes its status when it changed. Transient API failures are returned in ``Outcome.retry``
@@ -258,7 +260,9 @@ def reconcile(
     child the operator could have created, not only those status recorded (children_to_read).
     With spec.rollout, ``scrape`` reads the pods' metrics for the analysis (None: no analysis),
     ``baselines`` keeps each object's previous scrape between runs, and ``clock`` is the time
-    the step machine sees (seconds since the epoch; default: now).
+    the step machine sees (seconds since the epoch; default: now). ``resolver`` asks the
+    MLflow registry what a models:/ storageUri names (None: no registry can be reached), and
+    ``registry_due`` keeps when each reference is to be asked next (registry.resolve).
     """
     now = now or now_rfc3339()
     out = Outcome()
@@ -271,10 +275,30 @@ def reconcile(
         raise InvalidSpecError(desired["conditions"][0]["message"]) from e
 
     ns = md.namespace
+    clock = clock if clock is not None else time.time()
+    reg: registry.RegistryOutcome | None = None
+    if registry.references(md):
+        reg = registry.resolve(
+            md,
+            (body.get("metadata") or {}).get("annotations") or {},
+            dict(live_status.get("registry") or {}),
+            resolver or registry.NO_RESOLVER,
+            lambda secret: _read_secret(cluster, ns, secret),
+            registry_due if registry_due is not None else {},
+            clock,
+            now,
+        )
+        for type_, reason, message in reg.events:
+            cluster.event(body, type_, reason, message)
+        out.requeue_after = reg.next_check
+        md = registry.effective(md, reg.resolved)
+    # A models:/ reference that was never resolved names no artifact: nothing is written (what
+    # exists keeps serving) until the registry answers; status says why.
+    blocked = reg is not None and bool(reg.unresolved)
     observed: dict[plan.Key, Obj | None] = {}
     decision: rollout.Decision | None = None
     pods: list[Obj] | None = None
-    if md.spec.rollout is not None:
+    if md.spec.rollout is not None and not blocked:
         decision, pods = _decide_rollout(
             cluster,
             md,
@@ -283,14 +307,14 @@ def reconcile(
             observed,
             scrape,
             baselines if baselines is not None else {},
-            clock if clock is not None else time.time(),
+            clock,
         )
         for type_, reason, message in decision.events:
             cluster.event(body, type_, reason, message)
-        out.requeue_after = decision.requeue_after
+        out.requeue_after = _sooner(out.requeue_after, decision.requeue_after)
         if decision.analysing and md.spec.rollout.analysis.enabled:
             interval = parse_duration(md.spec.rollout.analysis.interval)
-            out.requeue_after = min(out.requeue_after or interval, interval)
+            out.requeue_after = _sooner(out.requeue_after, interval)
     tracks = plan_tracks(md, decision)
     wanted = {plan.key_of(m) for m in builders.desired_children(md, settings, tracks)}
     possible = builders.possible_children(md.name, ns)
@@ -301,7 +325,7 @@ def reconcile(
         md, settings, tracks, _ready_tracks(observed, tracks)
     )
 
-    the_plan = plan.plan(desired_children, observed, md.uid)
+    the_plan = plan.Plan() if blocked else plan.plan(desired_children, observed, md.uid)
     errors: list[str] = []
     route_api_missing = False
     # One Event per kind of change per run ("Created Deployment a: created; Service b: ..."), not
@@ -358,13 +382,36 @@ def reconcile(
         route=observed.get(("HTTPRoute", md.name)),
         route_api_missing=route_api_missing,
         rollout=decision.state if decision is not None else None,
+        registry_problems=reg.problems if reg is not None else [],
+        registry_blocked=blocked,
     )
     desired_status = status.compute_status(
         md, obs, live_status, now, settings.cluster_domain, tracks
     )
     desired_status["children"] = [f"{k}/{n}" for (k, n) in possible if observed.get((k, n))]
+    if reg is not None:
+        desired_status["registry"] = reg.status()
     _write_status(cluster, body, live_status, desired_status, out)
     return out
+
+
+def _read_secret(cluster: Cluster, namespace: str, name: str) -> Obj | None:
+    try:
+        return cluster.get("Secret", namespace, name)
+    except ApiError as e:
+        hint = (
+            f" (the operator's RBAC lets it read only Secrets named {registry.MLFLOW_SECRET}: "
+            "use that name, or grant get on this one)"
+            if e.status == 403
+            else ""
+        )
+        raise registry.RegistryError(
+            "unreachable", f"reading the Secret {name} failed: {e.message}{hint}"
+        ) from e
+
+
+def _sooner(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def _write_status(cluster: Cluster, body: Obj, live: Obj, desired: Obj, out: Outcome) -> None:

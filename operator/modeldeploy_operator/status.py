@@ -85,6 +85,10 @@ class Observed:
     route: Obj | None = None  # the live HTTPRoute, with spec.traffic.gateway
     route_api_missing: bool = False  # applying the HTTPRoute found no such resource
     rollout: RolloutState | None = None  # the step machine's state after this run (spec.rollout)
+    # what the MLflow registry step said (registry.resolve), and whether a never-resolved
+    # models:/ reference kept every child from being written
+    registry_problems: list[tuple[Reason, str]] = field(default_factory=list)
+    registry_blocked: bool = False
 
 
 @dataclass(frozen=True)
@@ -369,6 +373,7 @@ def compute_status(
     problems: list[Problem] = []
     problems += [Problem(c.CHILD_CONFLICT, msg) for msg in observed.conflicts]
     problems += [Problem(c.APPLY_FAILED, msg) for msg in observed.write_errors]
+    problems += [Problem(reason, msg) for reason, msg in observed.registry_problems]
     problems += pod_problems(observed.pods, observed.deployments)
     for t in plan.active:
         problems += deployment_problems(t.name, observed.deployments.get(t.name))
@@ -384,7 +389,7 @@ def compute_status(
         for t in observed.leftover_tracks
     ]
     deadline = any(p.reason is c.PROGRESS_DEADLINE_EXCEEDED for p in problems)
-    write_blocked = any(p.reason.blocks_rollout for p in problems)
+    write_blocked = observed.registry_blocked or any(p.reason.blocks_rollout for p in problems)
     rolled_out = not waiting and not write_blocked
 
     gen = md.generation
@@ -471,7 +476,8 @@ def status_patch(live: Obj, desired: Obj) -> Obj | None:
     for k, v in desired.items():
         if live.get(k) != v:
             patch[k] = v
-    for k in (*ALL_TRACKS, "rollout"):  # blocks that go away with their track or spec.rollout
+    # blocks that go away with their track, spec.rollout or the last models:/ storageUri
+    for k in (*ALL_TRACKS, "rollout", "registry"):
         if k in live and k not in desired:
             patch[k] = None
     return patch or None

@@ -102,6 +102,7 @@ def test_subresources_names_and_columns() -> None:
     columns = [(c["name"], c.get("priority", 0)) for c in version["additionalPrinterColumns"]]
     assert columns == [
         ("Model", 0),
+        ("Version", 0),
         ("Ready", 0),
         ("Replicas", 0),
         ("Canary", 0),

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 from conftest import REPO_ROOT
-from modeldeploy_operator import rbac
+from modeldeploy_operator import rbac, registry
 
 DEPLOY = REPO_ROOT / "deploy"
 
@@ -55,13 +55,17 @@ def test_server_pods_may_only_review_tokens() -> None:
 
 def test_rbac_table_is_least_privilege() -> None:
     """The policy the table must keep, whatever a feature adds: no wildcards, no update (writes
-    are server-side applies or merge patches), nothing on Secrets, RBAC or pod exec, and every
+    are server-side applies or merge patches), nothing on Secrets but get on the one name
+    spec.model.mlflow.secretName is documented to use, nothing on RBAC or pod exec, and every
     rule has its reason for the docs."""
     for r in rbac.RULES:
         assert "*" not in r.verbs, r
         assert "*" not in (r.resource, r.api_group), r
         assert "update" not in r.verbs, r
-        assert r.resource not in {"secrets", "pods/exec", "serviceaccounts/token"}, r
+        assert r.resource not in {"pods/exec", "serviceaccounts/token"}, r
+        if r.resource == "secrets":
+            assert r.verbs == ("get",), r
+            assert r.resource_names == (registry.MLFLOW_SECRET,), r
         if r.api_group == "rbac.authorization.k8s.io":
             # only the auth bindings it owns, and bind on exactly the server's review role
             assert r.resource in {"clusterrolebindings", "clusterroles"}, r
