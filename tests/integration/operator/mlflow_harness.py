@@ -1,0 +1,176 @@
+"""A real MLflow tracking server for the tests: `mlflow server` with a SQLite backend and an S3
+artifact root on moto's S3 server, both on loopback, and models logged and registered with the
+real mlflow client exactly as a user's training job does.
+
+The tracking server runs with --no-serve-artifacts, so a version's download URI is the s3://
+location the model server pods read (docs/mlflow.md says why the proxy is not supported).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from operator_harness import REPO_ROOT, free_port
+
+VENV_BIN = REPO_ROOT / ".venv" / "bin"
+BUCKET = "mlflow"
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+# Logs and registers one model version; run in a subprocess so the test process does not import
+# mlflow (and its tracking-URI globals) at all.
+_LOG_SCRIPT = """
+import sys, numpy as np, mlflow, mlflow.sklearn
+from mlflow.models import infer_signature
+from sklearn.linear_model import LogisticRegression
+name, seed = sys.argv[1], int(sys.argv[2])
+x = np.random.default_rng(seed).normal(size=(60, 4))
+y = (x[:, seed % 4] > 0).astype(int)
+model = LogisticRegression().fit(x, y)
+with mlflow.start_run():
+    info = mlflow.sklearn.log_model(
+        model, name="model", signature=infer_signature(x, model.predict(x)),
+        registered_model_name=name,
+    )
+print(info.registered_model_version)
+"""
+
+
+def _wait_http(url: str, what: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"{what} did not answer {url} within {timeout:.0f}s")
+
+
+@dataclass
+class MlflowServer:
+    """``tracking_uri``: the server's base URL; ``s3_endpoint``: moto's."""
+
+    root: Path
+    tracking_uri: str = ""
+    s3_endpoint: str = ""
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            **S3_ENV,
+            "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint,
+            "MLFLOW_TRACKING_URI": self.tracking_uri,
+        }
+
+    def start(self) -> None:
+        s3_port, port = free_port(), free_port()
+        self.s3_endpoint = f"http://127.0.0.1:{s3_port}"
+        self.tracking_uri = f"http://127.0.0.1:{port}"
+        log = (self.root / "moto.log").open("ab")
+        moto = subprocess.Popen(
+            [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env(),
+            start_new_session=True,
+        )
+        self.procs.append(moto)
+        _wait_http(f"{self.s3_endpoint}/moto-api/", "moto_server", moto)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import boto3,os;boto3.client('s3',endpoint_url=os.environ["
+                f"'MLFLOW_S3_ENDPOINT_URL']).create_bucket(Bucket='{BUCKET}')",
+            ],
+            env=self.env(),
+            check=True,
+            timeout=60,
+        )
+        log = (self.root / "mlflow.log").open("ab")
+        server = subprocess.Popen(
+            [
+                str(VENV_BIN / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{self.root / 'mlflow.db'}",
+                "--default-artifact-root",
+                f"s3://{BUCKET}/artifacts",
+                "--no-serve-artifacts",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env(),
+            cwd=str(self.root),
+            start_new_session=True,
+        )
+        self.procs.append(server)
+        _wait_http(f"{self.tracking_uri}/health", "mlflow server", server, timeout=180)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        self.procs.clear()
+
+    def log_version(self, name: str, seed: int) -> str:
+        """Trains, logs and registers a version of ``name``; returns its version number."""
+        out = subprocess.run(
+            [sys.executable, "-c", _LOG_SCRIPT, name, str(seed)],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"logging {name} failed:\n{out.stderr[-4000:]}")
+        return out.stdout.strip().splitlines()[-1]
+
+    def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            f"{self.tracking_uri}/api/2.0/mlflow{path}", data=data, method=method
+        )
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return json.loads(r.read() or b"{}")
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self.api(
+            "POST",
+            "/registered-models/alias",
+            {"name": name, "alias": alias, "version": version},
+        )
+
+    def download_uri(self, name: str, version: str) -> str:
+        query = urllib.parse.urlencode({"name": name, "version": version})
+        uri: str = self.api("GET", f"/model-versions/get-download-uri?{query}")["artifact_uri"]
+        return uri
