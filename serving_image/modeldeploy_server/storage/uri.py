@@ -7,6 +7,7 @@ anything touches the network.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -54,7 +55,18 @@ def parse_storage_uri(uri: str, pvc_root: Path) -> StorageLocation:
     uri = uri.strip()
     if not uri:
         raise StartupError("STORAGE_URI is empty; set spec.model.storageUri")
+    if uri.startswith("models:/"):
+        raise StartupError(
+            f"storage URI {uri} is an MLflow Model Registry reference, which the operator "
+            "resolves (spec.model.mlflow.trackingUri); run the server with the version's "
+            "artifact location instead (s3://, gs://, pvc://<claim>/<path> or file://)"
+        )
     if "://" not in uri:
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", uri):
+            raise StartupError(
+                f"storage URI {uri} has a scheme this server does not read; use s3://, gs://, "
+                "http(s)://, pvc://<claim>/<path> or file:// (or a local path)"
+            )
         return StorageLocation("file", uri, uri)
     scheme, _, rest = uri.partition("://")
     scheme = scheme.lower()

@@ -50,6 +50,10 @@ def test_accepted_uris(uri: str, scheme: str, path: str) -> None:
         ("pvc://claim/../other", "'..'"),
         ("s3://b/a/../../c", "'..'"),
         ("https://example.com/", "must name a file"),
+        # not "not found" as if it were a local path: the operator resolves registry references
+        ("models:/iris/1", "MLflow Model Registry reference, which the operator resolves"),
+        ("models:/iris@champion", "spec.model.mlflow.trackingUri"),
+        ("mailto:x@y", "has a scheme this server does not read; use s3://"),
     ],
 )
 def test_rejected_uris(uri: str, fragment: str) -> None:
