@@ -49,7 +49,7 @@ from modeldeploy_operator.kube import Kube, load_api_client
 from modeldeploy_operator.metrics import OperatorMetrics
 from modeldeploy_operator.plan import orphan_reason
 from modeldeploy_operator.reconcile import Baseline, InvalidSpecError, Outcome, reconcile
-from modeldeploy_operator.registry import REFRESH_ANNOTATION, CheckKey
+from modeldeploy_operator.registry import REFRESH_ANNOTATION, CheckKey, Due
 from modeldeploy_operator.registry_client import MlflowRegistry
 from modeldeploy_operator.rollout import COMMAND_ANNOTATIONS
 from modeldeploy_operator.scrape import scrape_pods
@@ -114,7 +114,7 @@ class Runtime:
     timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
     # When each models:/ reference is to be asked next (registry.resolve); goes with the object.
     registry: MlflowRegistry = field(default_factory=MlflowRegistry)
-    registry_due: dict[CheckKey, float] = field(default_factory=dict)
+    registry_due: dict[CheckKey, Due] = field(default_factory=dict)
     kicks: set[asyncio.Task[None]] = field(default_factory=set)
     resync_task: asyncio.Task[None] | None = None
     pool: ThreadPoolExecutor | None = None

@@ -252,7 +252,7 @@ def reconcile(
     baselines: MutableMapping[tuple[str, str], Baseline] | None = None,
     clock: float | None = None,
     resolver: registry.Resolver | None = None,
-    registry_due: MutableMapping[registry.CheckKey, float] | None = None,
+    registry_due: MutableMapping[registry.CheckKey, registry.Due] | None = None,
 ) -> Outcome:
     """Brings the children of ``body`` (a ModelDeployment as stored) to the desired state and
     writes its status when it changed. Transient API failures are returned in ``Outcome.retry``

@@ -248,6 +248,15 @@ def auth_headers(secret: Obj | None, secret_name: str) -> dict[str, str]:
 CheckKey = tuple[str, str, str]  # (namespace, name, reference uri)
 
 
+@dataclass(frozen=True)
+class Due:
+    """When a reference is to be asked next, and, after a failed attempt, what went wrong: the
+    runs until the retry still report it (Degraded must not flap between two attempts)."""
+
+    at: float
+    problem: tuple[Reason, str] | None = None
+
+
 @dataclass
 class RegistryOutcome:
     """What the registry step of one reconcile found."""
@@ -272,7 +281,7 @@ def resolve(
     previous_status: Obj,
     resolver: Resolver,
     read_secret: Callable[[str], Obj | None],
-    due_at: MutableMapping[CheckKey, float],
+    due_at: MutableMapping[CheckKey, Due],
     clock: float,
     now: str,
 ) -> RegistryOutcome:
@@ -296,11 +305,24 @@ def resolve(
         kept = Resolution.from_status(previous_status.get(field_))
         if kept is not None and kept.uri != ref.uri:
             kept = None
-        is_due = kept is None or refresh or (ref.moves and clock >= due_at.get(key, 0.0))
+        due = due_at.get(key)
+        # A moving reference is asked again when due; a pinned version, once resolved, only
+        # after a failed attempt (or when told to).
+        is_due = (
+            refresh
+            or (due is None and (kept is None or ref.moves))
+            or (due is not None and due.problem is None and kept is None)
+            or (due is not None and clock >= due.at and (ref.moves or due.problem is not None))
+        )
         if not is_due:
-            assert kept is not None
-            out.resolved[field_] = kept
-            _soonest(out, due_at.get(key, clock + interval) - clock, ref)
+            if due is not None and due.problem is not None:
+                out.problems.append(due.problem)
+            if kept is not None:
+                out.resolved[field_] = kept
+            else:
+                out.unresolved.append(field_)
+            if due is not None and (ref.moves or due.problem is not None):
+                _soonest(out, due.at - clock)
             continue
         try:
             if headers is None:
@@ -308,16 +330,20 @@ def resolve(
             answer = resolver.resolve(ref, mlflow.tracking_uri, headers)
             check_servable(answer)
         except RegistryError as e:
-            due_at[key] = clock + min(RETRY_SECONDS, interval)
-            _soonest(out, min(RETRY_SECONDS, interval), ref)
-            out.problems.append(_problem(field_, ref, mlflow, e, kept))
+            problem = _problem(field_, ref, mlflow, e, kept)
+            due_at[key] = Due(clock + min(RETRY_SECONDS, interval), problem)
+            _soonest(out, min(RETRY_SECONDS, interval))
+            out.problems.append(problem)
             if kept is not None:
                 out.resolved[field_] = kept
             else:
                 out.unresolved.append(field_)
             continue
-        due_at[key] = clock + interval
-        _soonest(out, interval, ref)
+        if ref.moves:
+            due_at[key] = Due(clock + interval)
+            _soonest(out, interval)
+        else:
+            due_at.pop(key, None)  # a version number names the same artifact forever
         if kept is not None and kept.version == answer.version:
             out.resolved[field_] = kept
             continue
@@ -336,9 +362,7 @@ def resolve(
     return out
 
 
-def _soonest(out: RegistryOutcome, seconds: float, ref: RegistryRef) -> None:
-    if not ref.moves and seconds > RETRY_SECONDS:
-        return  # a pinned version that was resolved is never asked again unless told to
+def _soonest(out: RegistryOutcome, seconds: float) -> None:
     seconds = max(seconds, 0.0)
     out.next_check = seconds if out.next_check is None else min(out.next_check, seconds)
 
@@ -381,6 +405,10 @@ def effective(md: ModelDeployment, resolved: Mapping[Field_, Resolution]) -> Mod
         canary = canary.model_copy(
             update={"storage_uri": resolved["canary"].artifact_uri, "format": ModelFormat.MLFLOW}
         )
+    elif canary is not None and canary.format is None:
+        # a plain canary inherits the format spec.model has as written, not the one a resolved
+        # registry reference gives spec.model
+        canary = canary.model_copy(update={"format": spec.model.format})
     return md.model_copy(
         update={"spec": spec.model_copy(update={"model": model, "canary": canary})}
     )

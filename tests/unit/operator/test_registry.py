@@ -19,6 +19,7 @@ from modeldeploy_operator.registry import (
     REFRESH_ANNOTATION,
     RETRY_SECONDS,
     CheckKey,
+    Due,
     ModelVersion,
     RegistryError,
     RegistryOutcome,
@@ -28,6 +29,12 @@ from modeldeploy_operator.registry import (
 from modeldeploy_operator.settings import OperatorSettings
 
 Obj = dict[str, Any]
+
+
+def ats(due: dict[CheckKey, Due]) -> dict[CheckKey, float]:
+    """When each reference is due next (the problems a Due carries are asserted elsewhere)."""
+    return {k: d.at for k, d in due.items()}
+
 
 TRACKING = "http://mlflow:5000"
 ALIAS = "models:/iris@champion"
@@ -93,7 +100,7 @@ def no_secret(name: str) -> Obj | None:
 def resolve(
     md: ModelDeployment,
     resolver: FakeResolver,
-    due: dict[CheckKey, float],
+    due: dict[CheckKey, Due],
     clock: float = T0,
     previous: Obj | None = None,
     annotations: Mapping[str, str] | None = None,
@@ -229,7 +236,7 @@ def test_check_servable_refuses_other_schemes(uri: str) -> None:
 
 def test_no_reference_or_no_mlflow_asks_nothing() -> None:
     resolver = FakeResolver()
-    due: dict[CheckKey, float] = {}
+    due: dict[CheckKey, Due] = {}
     out = resolve(make_md(), resolver, due)
     assert out == RegistryOutcome()
     assert resolver.calls == []
@@ -238,7 +245,7 @@ def test_no_reference_or_no_mlflow_asks_nothing() -> None:
 
 def test_first_run_asks_and_records_the_resolution() -> None:
     resolver = FakeResolver({ALIAS: v("3", S3_V3, "run-a")})
-    due: dict[CheckKey, float] = {}
+    due: dict[CheckKey, Due] = {}
     out = resolve(reg_md(), resolver, due)
     assert resolver.calls == [(ALIAS, TRACKING, {})]
     assert out.resolved == {"model": Resolution(ALIAS, "3", S3_V3, NOW, "run-a")}
@@ -246,7 +253,7 @@ def test_first_run_asks_and_records_the_resolution() -> None:
     assert out.unresolved == []
     assert out.events == []
     assert out.refreshed is None
-    assert due == {key(): T0 + INTERVAL}
+    assert ats(due) == {key(): T0 + INTERVAL}
     assert out.next_check == INTERVAL
     assert out.status() == {
         "model": {
@@ -261,7 +268,7 @@ def test_first_run_asks_and_records_the_resolution() -> None:
 
 def test_not_due_is_not_asked_again_and_keeps_the_previous_answer() -> None:
     resolver = FakeResolver({ALIAS: v("3", S3_V3)})
-    due: dict[CheckKey, float] = {}
+    due: dict[CheckKey, Due] = {}
     first = resolve(reg_md(), resolver, due)
     resolver.answers[ALIAS] = v("4", S3_V4)  # the alias moved, but it is not time to ask
     out = resolve(reg_md(), resolver, due, clock=T0 + 20, previous=first.status(), now=LATER)
@@ -269,19 +276,19 @@ def test_not_due_is_not_asked_again_and_keeps_the_previous_answer() -> None:
     assert out.resolved == first.resolved
     assert out.resolved["model"].resolved_at == NOW
     assert out.next_check == pytest.approx(INTERVAL - 20)
-    assert due == {key(): T0 + INTERVAL}
+    assert ats(due) == {key(): T0 + INTERVAL}
 
 
 def test_after_the_interval_an_alias_is_asked_again_but_a_pinned_version_is_not() -> None:
     for uri in (ALIAS, LATEST):
         resolver = FakeResolver({uri: v("3", S3_V3)})
-        due: dict[CheckKey, float] = {}
+        due: dict[CheckKey, Due] = {}
         first = resolve(reg_md(uri), resolver, due)
         resolve(reg_md(uri), resolver, due, clock=T0 + INTERVAL - 1, previous=first.status())
         assert resolver.uris() == [uri]
         resolve(reg_md(uri), resolver, due, clock=T0 + INTERVAL, previous=first.status())
         assert resolver.uris() == [uri, uri]
-        assert due[key(uri)] == T0 + 2 * INTERVAL
+        assert due[key(uri)].at == T0 + 2 * INTERVAL
 
     resolver = FakeResolver({PINNED: v("3", S3_V3)})
     due = {}
@@ -294,18 +301,9 @@ def test_after_the_interval_an_alias_is_asked_again_but_a_pinned_version_is_not(
     assert out.events == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "registry.resolve's not-due branch passes due_at - clock to _soonest, which only skips "
-        "a pinned version when that is above RETRY_SECONDS: once the refresh interval has "
-        "passed the value is <= 0 and next_check is 0.0, so reconcile requeues the object "
-        "every 0.5 s (handlers.requeue's floor) for as long as the operator runs"
-    ),
-)
 def test_a_resolved_pinned_version_never_asks_for_a_requeue() -> None:
     resolver = FakeResolver({PINNED: v("3", S3_V3)})
-    due: dict[CheckKey, float] = {}
+    due: dict[CheckKey, Due] = {}
     first = resolve(reg_md(PINNED), resolver, due)
     assert first.next_check is None
     checks = [
@@ -325,7 +323,7 @@ def test_an_operator_restart_asks_a_moving_reference_once_more() -> None:
 
 def test_refresh_annotation_forces_asking_once_and_is_recorded() -> None:
     resolver = FakeResolver({PINNED: v("3", S3_V3)})
-    due: dict[CheckKey, float] = {}
+    due: dict[CheckKey, Due] = {}
     first = resolve(reg_md(PINNED), resolver, due)
     asked = {REFRESH_ANNOTATION: "2026-11-23T11:05"}
     out = resolve(
@@ -352,7 +350,7 @@ def test_refresh_annotation_forces_asking_once_and_is_recorded() -> None:
 
 def test_a_version_change_emits_an_event_and_updates_resolved_at() -> None:
     resolver = FakeResolver({ALIAS: v("3", S3_V3)})
-    due: dict[CheckKey, float] = {}
+    due: dict[CheckKey, Due] = {}
     first = resolve(reg_md(), resolver, due)
     resolver.answers[ALIAS] = v("4", S3_V4, "run-b")
     out = resolve(reg_md(), resolver, due, clock=T0 + INTERVAL, previous=first.status(), now=LATER)
@@ -369,7 +367,7 @@ def test_a_version_change_emits_an_event_and_updates_resolved_at() -> None:
 
 def test_the_same_version_keeps_resolved_at_and_emits_nothing() -> None:
     resolver = FakeResolver({ALIAS: v("3", S3_V3)})
-    due: dict[CheckKey, float] = {}
+    due: dict[CheckKey, Due] = {}
     first = resolve(reg_md(), resolver, due)
     out = resolve(reg_md(), resolver, due, clock=T0 + INTERVAL, previous=first.status(), now=LATER)
     assert resolver.uris() == [ALIAS, ALIAS]
@@ -380,7 +378,7 @@ def test_the_same_version_keeps_resolved_at_and_emits_nothing() -> None:
 
 def test_a_failure_with_a_kept_resolution_keeps_serving_it_and_retries_soon() -> None:
     resolver = FakeResolver({ALIAS: v("3", S3_V3)})
-    due: dict[CheckKey, float] = {}
+    due: dict[CheckKey, Due] = {}
     first = resolve(reg_md(), resolver, due)
     resolver.answers[ALIAS] = RegistryError("unreachable", "connection refused")
     t1 = T0 + INTERVAL
@@ -393,7 +391,7 @@ def test_a_failure_with_a_kept_resolution_keeps_serving_it_and_retries_soon() ->
     assert f"spec.model.storageUri {ALIAS}" in message
     assert "connection refused" in message
     assert f"keep serving version 3 ({S3_V3})" in message
-    assert due[key()] == t1 + RETRY_SECONDS
+    assert due[key()].at == t1 + RETRY_SECONDS
     assert out.next_check == RETRY_SECONDS
     assert out.status() == first.status()  # status.registry still holds version 3
 
@@ -404,20 +402,20 @@ def test_a_failure_with_a_kept_resolution_keeps_serving_it_and_retries_soon() ->
     assert len(resolver.calls) == 3
     assert healed.problems == []
     assert healed.resolved == first.resolved
-    assert due[key()] == t1 + RETRY_SECONDS + INTERVAL
+    assert due[key()].at == t1 + RETRY_SECONDS + INTERVAL
 
 
 def test_retry_is_the_refresh_interval_when_that_is_sooner() -> None:
     resolver = FakeResolver({ALIAS: RegistryError("unreachable", "timed out")})
-    due: dict[CheckKey, float] = {}
+    due: dict[CheckKey, Due] = {}
     out = resolve(reg_md(refreshInterval="5s"), resolver, due)
-    assert due[key()] == T0 + 5
+    assert due[key()].at == T0 + 5
     assert out.next_check == 5
 
 
 def test_a_failure_with_nothing_kept_leaves_the_reference_unresolved() -> None:
     resolver = FakeResolver({ALIAS: RegistryError("unreachable", "connection refused")})
-    due: dict[CheckKey, float] = {}
+    due: dict[CheckKey, Due] = {}
     out = resolve(reg_md(), resolver, due)
     assert out.resolved == {}
     assert out.unresolved == ["model"]
@@ -461,7 +459,7 @@ def test_an_artifact_behind_the_proxy_is_unusable_and_not_resolved() -> None:
 
 def test_a_changed_spec_uri_ignores_the_old_status_block() -> None:
     resolver = FakeResolver({ALIAS: v("3", S3_V3)})
-    due: dict[CheckKey, float] = {}
+    due: dict[CheckKey, Due] = {}
     first = resolve(reg_md(), resolver, due)
     challenger = "models:/iris@challenger"
     resolver.answers[challenger] = v("4", S3_V4)
@@ -490,7 +488,7 @@ def test_canary_references_are_resolved_too_with_one_secret_read() -> None:
     md = reg_md(
         canary={"storageUri": canary_uri, "trafficPercent": 25}, secretName="modeldeploy-mlflow"
     )
-    due: dict[CheckKey, float] = {}
+    due: dict[CheckKey, Due] = {}
     out = registry.resolve(md, {}, {}, resolver, read, due, T0, NOW)
     assert reads == ["modeldeploy-mlflow"]
     assert resolver.calls == [
@@ -523,7 +521,7 @@ def test_only_the_canary_may_be_a_reference() -> None:
 def test_next_check_is_the_soonest_due_reference() -> None:
     canary_uri = "models:/iris@challenger"
     resolver = FakeResolver({ALIAS: v("3", S3_V3), canary_uri: v("4", S3_V4)})
-    due: dict[CheckKey, float] = {}
+    due: dict[CheckKey, Due] = {}
     md = reg_md(canary={"storageUri": canary_uri, "trafficPercent": 25})
     first = resolve(md, resolver, due)
     assert first.next_check == INTERVAL
@@ -532,7 +530,10 @@ def test_next_check_is_the_soonest_due_reference() -> None:
     resolver.answers[canary_uri] = RegistryError("unreachable", "down")
     failing = resolve(md, resolver, due, clock=T0 + INTERVAL, previous=first.status())
     assert failing.next_check == RETRY_SECONDS  # the canary's retry, before the model's interval
-    assert due == {key(ALIAS): T0 + 2 * INTERVAL, key(canary_uri): T0 + INTERVAL + RETRY_SECONDS}
+    assert ats(due) == {
+        key(ALIAS): T0 + 2 * INTERVAL,
+        key(canary_uri): T0 + INTERVAL + RETRY_SECONDS,
+    }
     waiting = resolve(md, resolver, due, clock=T0 + INTERVAL + 10, previous=failing.status())
     assert len(resolver.calls) == 4  # neither was due
     assert waiting.next_check == pytest.approx(RETRY_SECONDS - 10)
@@ -542,9 +543,7 @@ def test_next_check_is_the_soonest_due_reference() -> None:
     assert resolve(pinned_md, pinned_resolver, {}).next_check == INTERVAL
     # overdue never gives a negative requeue
     out = RegistryOutcome()
-    alias_ref = registry.parse_ref(ALIAS)
-    assert alias_ref is not None
-    registry._soonest(out, -3.0, alias_ref)
+    registry._soonest(out, -3.0)
     assert out.next_check == 0.0
 
 
@@ -620,7 +619,7 @@ def run(
     body: Obj,
     settings: OperatorSettings,
     resolver: FakeResolver,
-    due: dict[CheckKey, float],
+    due: dict[CheckKey, Due],
     clock: float,
     now: str = NOW,
 ) -> Outcome:
@@ -649,7 +648,7 @@ def test_reconcile_serves_the_resolved_artifact_and_follows_the_alias(
     cluster: FakeCluster, settings: OperatorSettings
 ) -> None:
     resolver = FakeResolver({ALIAS: v("3", S3_V3, "run-a")})
-    due: dict[CheckKey, float] = {}
+    due: dict[CheckKey, Due] = {}
     body = registry_body()
 
     out = run(cluster, body, settings, resolver, due, T0)
@@ -705,7 +704,7 @@ def test_reconcile_writes_no_child_while_a_reference_was_never_resolved(
     cluster: FakeCluster, settings: OperatorSettings
 ) -> None:
     resolver = FakeResolver({ALIAS: RegistryError("unreachable", "connection refused")})
-    due: dict[CheckKey, float] = {}
+    due: dict[CheckKey, Due] = {}
     body = registry_body()
     out = run(cluster, body, settings, resolver, due, T0)
     assert [w for w in cluster.writes() if w.startswith(("apply", "delete"))] == []
@@ -763,7 +762,7 @@ def test_reconcile_refresh_annotation_asks_a_pinned_version_again(
     cluster: FakeCluster, settings: OperatorSettings
 ) -> None:
     resolver = FakeResolver({PINNED: v("3", S3_V3)})
-    due: dict[CheckKey, float] = {}
+    due: dict[CheckKey, Due] = {}
     body = md_body(model={"storageUri": PINNED, "mlflow": mlflow()})
     out = run(cluster, body, settings, resolver, due, T0)
     assert out.requeue_after is None
@@ -790,14 +789,6 @@ def test_reconcile_a_missing_secret_blocks_with_a_message_naming_it(
     assert "the Secret modeldeploy-mlflow" in ready["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "registry.effective sets spec.model.format to mlflow, and a canary without its own "
-        "format inherits spec.model.format (tracks.plan_tracks), so a plain .joblib canary "
-        "beside a models:/ stable model is served with MODEL_FORMAT mlflow"
-    ),
-)
 def test_a_plain_canary_beside_a_registry_model_keeps_its_format(
     cluster: FakeCluster, settings: OperatorSettings
 ) -> None:
@@ -808,3 +799,47 @@ def test_a_plain_canary_beside_a_registry_model_keeps_its_format(
     run(cluster, body, settings, FakeResolver({ALIAS: v("3", S3_V3)}), {}, T0)
     assert server_env(cluster, "iris-stable")["MODEL_FORMAT"] == "mlflow"
     assert server_env(cluster, "iris-canary")["MODEL_FORMAT"] == "sklearn"
+
+
+def test_a_failure_is_still_reported_until_the_retry_and_not_asked_meanwhile() -> None:
+    """Degraded must not flap between two attempts: the runs before the retry repeat the
+    problem from memory without asking the registry."""
+    resolver = FakeResolver({ALIAS: RegistryError("unreachable", "connection refused")})
+    due: dict[CheckKey, Due] = {}
+    first = resolve(reg_md(), resolver, due)
+    assert first.unresolved == ["model"]
+    between = resolve(reg_md(), resolver, due, clock=T0 + 5, previous=first.status())
+    assert len(resolver.calls) == 1
+    assert between.unresolved == ["model"]
+    assert between.problems == first.problems
+    assert between.next_check == pytest.approx(RETRY_SECONDS - 5)
+    resolver.answers[ALIAS] = v("3", S3_V3)
+    after = resolve(reg_md(), resolver, due, clock=T0 + RETRY_SECONDS, previous=first.status())
+    assert len(resolver.calls) == 2
+    assert after.problems == []
+    assert after.resolved["model"].version == "3"
+
+
+def test_a_failed_refresh_of_a_pinned_version_is_retried() -> None:
+    resolver = FakeResolver({PINNED: v("3", S3_V3)})
+    due: dict[CheckKey, Due] = {}
+    first = resolve(reg_md(PINNED), resolver, due)
+    assert due == {}  # resolved once, never asked again on its own
+    resolver.answers[PINNED] = RegistryError("unreachable", "down")
+    asked = {REFRESH_ANNOTATION: "now"}
+    failed = resolve(
+        reg_md(PINNED), resolver, due, clock=T0 + 1, previous=first.status(), annotations=asked
+    )
+    assert failed.problems
+    resolver.answers[PINNED] = v("3", S3_V3)
+    retried = resolve(
+        reg_md(PINNED),
+        resolver,
+        due,
+        clock=T0 + 1 + RETRY_SECONDS,
+        previous=failed.status(),
+        annotations=asked,
+    )
+    assert len(resolver.calls) == 3
+    assert retried.problems == []
+    assert due == {}
