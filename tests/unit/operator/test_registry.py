@@ -843,3 +843,32 @@ def test_a_failed_refresh_of_a_pinned_version_is_retried() -> None:
     assert len(resolver.calls) == 3
     assert retried.problems == []
     assert due == {}
+
+
+def test_an_alias_move_goes_through_the_progressive_rollout(
+    cluster: FakeCluster, settings: OperatorSettings
+) -> None:
+    """With spec.rollout the new version runs as the canary beside the one that served before
+    (stable keeps the old artifact), exactly as a hand edit of spec.model would."""
+    resolver = FakeResolver({ALIAS: v("3", S3_V3)})
+    due: dict[CheckKey, Due] = {}
+    body = md_body(
+        model={"storageUri": ALIAS, "mlflow": mlflow()},
+        rollout={"steps": [{"setWeight": 50}, {"pause": {}}], "analysis": {"enabled": False}},
+    )
+    run(cluster, body, settings, resolver, due, T0)
+    cluster.roll_out()
+    run(cluster, body, settings, resolver, due, T0 + 1)
+    assert server_env(cluster)["STORAGE_URI"] == S3_V3
+    assert ("Deployment", "default", "iris-canary") not in cluster.objects
+
+    resolver.answers[ALIAS] = v("4", S3_V4)
+    run(cluster, body, settings, resolver, due, T0 + INTERVAL, now=LATER)
+    cluster.roll_out()
+    run(cluster, body, settings, resolver, due, T0 + INTERVAL + 1, now=LATER)
+    assert server_env(cluster, "iris-canary")["STORAGE_URI"] == S3_V4
+    assert server_env(cluster, "iris-canary")["MODEL_FORMAT"] == "mlflow"
+    assert server_env(cluster)["STORAGE_URI"] == S3_V3  # stable serves the previous version
+    ro = body["status"]["rollout"]
+    assert ro["phase"] in ("Progressing", "Paused"), ro
+    assert ro["previous"]["storageUri"] == S3_V3, ro
