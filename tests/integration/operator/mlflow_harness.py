@@ -8,8 +8,10 @@ location the model server pods read (docs/mlflow.md says why the proxy is not su
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -77,6 +79,8 @@ class MlflowServer:
             **S3_ENV,
             "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint,
             "MLFLOW_TRACKING_URI": self.tracking_uri,
+            # no background job runner (a dozen huey workers): the tests need the registry only
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         }
 
     def start(self) -> None:
@@ -131,13 +135,16 @@ class MlflowServer:
         _wait_http(f"{self.tracking_uri}/health", "mlflow server", server, timeout=180)
 
     def stop(self) -> None:
+        # Each runs in its own session: the group takes `mlflow server`'s uvicorn worker along.
         for proc in reversed(self.procs):
             if proc.poll() is None:
-                proc.terminate()
+                os.killpg(proc.pid, signal.SIGTERM)
                 try:
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
-                    proc.kill()
+                    os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # stragglers of an exited leader
         self.procs.clear()
 
     def log_version(self, name: str, seed: int) -> str:
