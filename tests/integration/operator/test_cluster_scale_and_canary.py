@@ -71,8 +71,10 @@ def test_canary_percent_changes_resplit_and_removal_deletes_the_track(
     md = cluster.get_md(namespace, "split")
     assert md["status"]["canary"]["replicas"] >= 1
     out = cluster.kubectl("get", "md", "split", "-n", namespace).stdout
-    row = out.splitlines()[1].split()
-    canary_col = row[out.splitlines()[0].split().index("CANARY")]
+    # Cut the row at the header's column starts: VERSION and ROLLOUT are empty here.
+    header, row = out.splitlines()[:2]
+    start = header.index("CANARY")
+    canary_col = row[start:].split()[0]
     assert float(canary_col.rstrip("%")) == float(md["status"]["canary"]["trafficPercent"]), out
 
     # removing the canary removes its Deployment and Service; stable takes every replica
