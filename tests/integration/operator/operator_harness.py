@@ -151,9 +151,11 @@ class Cluster:
             cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False
         )
         if check and proc.returncode != 0:
-            raise subprocess.CalledProcessError(
+            err = subprocess.CalledProcessError(
                 proc.returncode, cmd, output=proc.stdout, stderr=proc.stderr
             )
+            err.add_note(f"kubectl said: {proc.stderr.strip() or proc.stdout.strip()}")
+            raise err
         return proc
 
     def apply_yaml(self, namespace: str, manifest: str | Obj | list[Obj]) -> str:
