@@ -38,16 +38,7 @@ class MlflowRegistry:
         self, ref: RegistryRef, tracking_uri: str, headers: Mapping[str, str]
     ) -> ModelVersion:
         base = tracking_uri.rstrip("/") + API
-        if ref.alias is not None:
-            body = self._call(
-                base,
-                "GET",
-                "/registered-models/alias",
-                {"name": ref.name, "alias": ref.alias},
-                headers,
-            )
-            mv = _model_version(body.get("model_version"))
-        elif ref.latest:
+        if ref.latest:
             body = self._call(
                 base, "POST", "/registered-models/get-latest-versions", {"name": ref.name}, headers
             )
@@ -56,13 +47,13 @@ class MlflowRegistry:
                 raise RegistryError("not_found", f"registered model {ref.name!r} has no versions")
             mv = max(versions, key=lambda v: int(v["version"]))
         else:
-            body = self._call(
-                base,
-                "GET",
-                "/model-versions/get",
-                {"name": ref.name, "version": ref.version},
-                headers,
+            # an alias and a version number are each one GET answering {"model_version": ...}
+            path, params = (
+                ("/registered-models/alias", {"name": ref.name, "alias": ref.alias})
+                if ref.alias is not None
+                else ("/model-versions/get", {"name": ref.name, "version": ref.version})
             )
+            body = self._call(base, "GET", path, params, headers)
             mv = _model_version(body.get("model_version"))
         version = str(mv["version"])
         status = str(mv.get("status") or "READY")
