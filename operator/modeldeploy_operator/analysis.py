@@ -56,10 +56,31 @@ _LATENCY_SAMPLE: Final = "modeldeploy_request_duration_seconds_bucket"
 _CLASS_SAMPLE: Final = "modeldeploy_predicted_class_total"
 _VALUE_SAMPLE: Final = "modeldeploy_predicted_value_bucket"
 _STARTED_SAMPLE: Final = "process_start_time_seconds"
+# The drift gauges (modeldeploy_server/drift.py): read as they are, not windowed; the server
+# computes them over its own sliding window.
+_DRIFT_ENABLED: Final = "modeldeploy_drift_enabled"
+_DRIFT_ROWS: Final = "modeldeploy_drift_window_rows"
+_FEATURE_PSI: Final = "modeldeploy_feature_drift_psi"
+_PREDICTION_PSI: Final = "modeldeploy_prediction_drift_psi"
 
 
 class ScrapeError(ValueError):
     """A pod's /metrics could not be read as a modeldeploy server's exposition."""
+
+
+@dataclass(frozen=True)
+class DriftGauges:
+    """One pod's drift gauges: whether it compares served rows with a reference profile, how
+    many rows its window holds, and the PSI per feature and of the predictions (absent until
+    the window has enough rows)."""
+
+    enabled: bool
+    window_rows: float = 0.0
+    feature_psi: Mapping[str, float] = field(default_factory=dict)
+    prediction_psi: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "feature_psi", MappingProxyType(dict(self.feature_psi)))
 
 
 @dataclass(frozen=True)
@@ -80,6 +101,7 @@ class PodCounters:
     classes: Mapping[str, float] = field(default_factory=dict)
     values: Buckets = ()
     started: float = 0.0
+    drift: DriftGauges | None = None  # None: a server without drift gauges (or a window sum)
 
     def __post_init__(self) -> None:
         # Frozen all the way down: a window handed to status code must not change under it.
@@ -151,6 +173,10 @@ def parse_metrics(text: str) -> PodCounters:
     values: dict[float, float] = {}
     started = 0.0
     seen_requests = False
+    drift_enabled: bool | None = None
+    drift_rows = 0.0
+    feature_psi: dict[str, float] = {}
+    prediction_psi: float | None = None
     try:
         for family in text_string_to_metric_families(text):
             seen_requests = seen_requests or family.name == _REQUESTS
@@ -174,6 +200,14 @@ def parse_metrics(text: str) -> PodCounters:
                     values[le] = values.get(le, 0.0) + _count(sample.value, _VALUE_SAMPLE)
                 elif name == _STARTED_SAMPLE:
                     started = _count(sample.value, _STARTED_SAMPLE)
+                elif name == _DRIFT_ENABLED:
+                    drift_enabled = sample.value == 1.0
+                elif name == _DRIFT_ROWS:
+                    drift_rows = _count(sample.value, _DRIFT_ROWS)
+                elif name == _FEATURE_PSI:
+                    feature_psi[labels.get("feature", "")] = _count(sample.value, _FEATURE_PSI)
+                elif name == _PREDICTION_PSI:
+                    prediction_psi = _count(sample.value, _PREDICTION_PSI)
     # The parser raises ValueError for what it can't read; IndexError on a few truncated lines.
     except (ValueError, IndexError) as exc:
         if isinstance(exc, ScrapeError):
@@ -190,6 +224,9 @@ def parse_metrics(text: str) -> PodCounters:
         classes=classes,
         values=_histogram(values, _VALUE_SAMPLE),
         started=started,
+        drift=None
+        if drift_enabled is None
+        else DriftGauges(drift_enabled, drift_rows, feature_psi, prediction_psi),
     )
 
 

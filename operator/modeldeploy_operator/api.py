@@ -78,6 +78,10 @@ STORAGE_URI_PATTERN = (
     r"^((s3|gs)://[^/]+(/.*)?|https?://[^/]+/.*|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+|"
     r"file:///.+|" + REGISTRY_URI_PATTERN + ")$"
 )
+# A drift reference profile is a file the server downloads itself: no registry reference.
+PROFILE_URI_PATTERN = (
+    r"^((s3|gs)://[^/]+/.+|https?://[^/]+/.+|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+|file:///.+)$"
+)
 REGISTRY_PREFIX = "models:/"
 SHA256_PATTERN = r"^[a-f0-9]{64}$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
@@ -264,6 +268,18 @@ class ModelSpec(_Model):
             "spec.canary's); required with one."
         ),
     )
+    profile_uri: str | None = Field(
+        None,
+        description=(
+            "The drift reference profile (a profile.json `modeldeploy-profile` wrote) for this "
+            "model: s3://, gs://, http(s)://, pvc:// or file:// URI of the file. Unset: the "
+            "server looks for one beside the model. Changing it is a change of what the track "
+            "serves (a rolling update, or a progressive rollout with spec.rollout). "
+            "docs/monitoring.md."
+        ),
+        pattern=PROFILE_URI_PATTERN,
+        max_length=2048,
+    )
 
 
 class CredentialsSpec(_Model):
@@ -362,6 +378,15 @@ class CanarySpec(_Model):
         None,
         description="Expected lower-case hex SHA-256 of the canary artifact.",
         pattern=SHA256_PATTERN,
+    )
+    profile_uri: str | None = Field(
+        None,
+        description=(
+            "The canary model's drift reference profile (as spec.model.profileUri); unset: "
+            "the server looks for one beside the canary's model."
+        ),
+        pattern=PROFILE_URI_PATTERN,
+        max_length=2048,
     )
     traffic_percent: int = Field(
         ge=0,
@@ -1003,6 +1028,22 @@ class RegistryStatus(_Model):
     )
 
 
+class DriftStatus(_Model):
+    """The worst drift the serving pods measured against the model's reference profile."""
+
+    summary: str | None = Field(
+        None,
+        description="`<feature> <PSI>` of the worst feature (the DRIFT printer column); "
+        "`predictions <PSI>` when the predictions drift more than any feature.",
+    )
+    feature: str | None = Field(None, description="The feature with the highest PSI.")
+    psi: float | None = Field(None, description="That feature's PSI (0.1 moderate, 0.25 high).")
+    track: str | None = Field(None, description="The track whose pods measured it.")
+    prediction_psi: float | None = Field(
+        None, description="The highest PSI of the predictions against the profile's."
+    )
+
+
 class ModelDeploymentStatus(_Model):
     """What the operator observed, written by the operator only."""
 
@@ -1062,6 +1103,13 @@ class ModelDeploymentStatus(_Model):
         description=(
             "With a models:/ storageUri: the registry version each reference names and the "
             "artifact URI the pods load (the VERSION printer column)."
+        ),
+    )
+    drift: DriftStatus | None = Field(
+        None,
+        description=(
+            "What the serving pods' drift gauges said at the last check (the DataDrift "
+            "condition says what it means); absent until one measured something."
         ),
     )
     conditions: list[Condition] | None = Field(

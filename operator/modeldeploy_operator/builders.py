@@ -131,6 +131,9 @@ def _env(md: ModelDeployment, track: Track) -> list[dict[str, Any]]:
         {"name": "MODEL_NAMESPACE", "value": md.namespace},
         {"name": "GRPC_PORT", "value": str(GRPC_PORT)},
     ]
+    if track.profile_uri:
+        # Before spec.server.env, so an entry there (the way before profileUri) still wins.
+        env.append({"name": "PROFILE_URI", "value": track.profile_uri})
     auth = md.spec.auth
     if auth is not None and auth.enabled:
         env += [

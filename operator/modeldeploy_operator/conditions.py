@@ -21,6 +21,9 @@ DEGRADED: Final = "Degraded"
 CONDITION_TYPES: Final = (READY, PROGRESSING, DEGRADED)
 # With spec.rollout only: whether spec.model has made it through its progressive rollout.
 PROMOTED: Final = "Promoted"
+# Whether the inputs the pods serve drift from the model's reference profile (drift.py). Not a
+# problem of the ModelDeployment's own: it never makes it Degraded or blocks a rollout.
+DATA_DRIFT: Final = "DataDrift"
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,38 @@ def _problem(
     return Reason(name, on or f"Degraded `{name}`", meaning, action, rank, blocks)
 
 
+FEATURE_DRIFT: Final = Reason(
+    "FeatureDrift",
+    "DataDrift True `FeatureDrift`",
+    "a feature's served values drift from the reference profile: its PSI is at or above "
+    "`MODELDEPLOY_DRIFT_THRESHOLD` (0.25)",
+    "compare the feature's bins on the dashboard (`modeldeploy_feature_bin`); retrain, or "
+    "fix the upstream data",
+)
+PREDICTION_DRIFT: Final = Reason(
+    "PredictionDrift",
+    "DataDrift True `PredictionDrift`",
+    "the predictions' distribution drifts from the profile's while no single feature does",
+    "look at the prediction distribution per track; a joint shift of several features",
+)
+NO_DRIFT: Final = Reason(
+    "NoDrift",
+    "DataDrift False `NoDrift`",
+    "every feature's PSI is below the threshold; the message names the worst",
+    "—",
+)
+NO_PROFILE: Final = Reason(
+    "NoProfile",
+    "DataDrift Unknown `NoProfile`",
+    "the pods have no reference profile, so they compare nothing",
+    "`modeldeploy-profile` a profile.json beside the model, or set `spec.model.profileUri`",
+)
+DRIFT_NOT_MEASURED: Final = Reason(
+    "DriftNotMeasured",
+    "DataDrift Unknown `DriftNotMeasured`",
+    "no pod's drift gauges could be read, or their window holds too few rows",
+    "send traffic; the message names the pods that could not be read and why",
+)
 SERVING: Final = Reason(
     "Serving", "Ready True `Serving`", "every pod of the current generation serves", "—"
 )
@@ -234,6 +269,11 @@ REASONS: Final = (
     REGISTRY_UNAVAILABLE,
     REGISTRY_MODEL_NOT_FOUND,
     REGISTRY_MODEL_UNUSABLE,
+    FEATURE_DRIFT,
+    PREDICTION_DRIFT,
+    NO_DRIFT,
+    NO_PROFILE,
+    DRIFT_NOT_MEASURED,
     MODEL_LOAD_FAILED,
     SERVER_CRASHING,
     IMAGE_PULL_FAILED,

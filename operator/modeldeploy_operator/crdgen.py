@@ -203,6 +203,12 @@ def printer_columns() -> list[Schema]:
             "description": "Progressive rollout phase and steps done (with spec.rollout).",
         },
         {
+            "name": "Drift",
+            "type": "string",
+            "jsonPath": ".status.drift.summary",
+            "description": "Worst drifting feature and its PSI against the reference profile.",
+        },
+        {
             "name": "URL",
             "type": "string",
             "jsonPath": ".status.url",

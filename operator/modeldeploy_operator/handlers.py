@@ -39,11 +39,13 @@ from modeldeploy_operator.api import (
     LABEL_MANAGED_BY,
     LABEL_OWNER_NAME,
     LABEL_OWNER_NAMESPACE,
+    LABEL_TRACK,
     MANAGED_BY,
     PLURAL,
     VERSION,
 )
 from modeldeploy_operator.builders import HTTP_PORT
+from modeldeploy_operator.drift import DriftReport, summarize
 from modeldeploy_operator.errors import ApiError, ObjectGoneError
 from modeldeploy_operator.kube import Kube, load_api_client
 from modeldeploy_operator.metrics import OperatorMetrics
@@ -54,6 +56,7 @@ from modeldeploy_operator.registry_client import MlflowRegistry
 from modeldeploy_operator.rollout import COMMAND_ANNOTATIONS
 from modeldeploy_operator.scrape import scrape_pods
 from modeldeploy_operator.settings import OperatorSettings
+from modeldeploy_operator.tracks import ALL_TRACKS
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,32 @@ CHILD_LABELS = {LABEL_MANAGED_BY: MANAGED_BY}
 
 Key = tuple[str, str]  # (namespace, name)
 T = TypeVar("T")
+# A drift check has many pods to read and no hurry: a pod that does not answer within this is
+# reported as unreadable rather than holding up the others.
+DRIFT_SCRAPE_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True)
+class PodTarget:
+    """A ready serving pod, as the pod watch last saw it: where its /metrics is."""
+
+    track: str
+    ip: str
+
+
+def pod_target(body: Any) -> PodTarget | None:
+    """The pod's track and IP when it is a ready, running serving pod; None otherwise."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    track = (meta.get("labels") or {}).get(LABEL_TRACK)
+    ip = status.get("podIP")
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    if track not in ALL_TRACKS or not ip or not ready or meta.get("deletionTimestamp"):
+        return None
+    return PodTarget(str(track), str(ip))
 
 
 @dataclass
@@ -115,8 +144,15 @@ class Runtime:
     # When each models:/ reference is to be asked next (registry.resolve); goes with the object.
     registry: MlflowRegistry = field(default_factory=MlflowRegistry)
     registry_due: dict[CheckKey, Due] = field(default_factory=dict)
+    # The ready serving pods of each object, kept from the pod watch (the drift check reads
+    # their /metrics without listing them), and each object's last drift report; both go when
+    # the object does, a pod's entry when it stops being ready.
+    pods: dict[Key, dict[str, PodTarget]] = field(default_factory=dict)
+    drift: dict[Key, DriftReport] = field(default_factory=dict)
+    metrics_port: int = HTTP_PORT  # the serving pods' /metrics port (another one in tests)
     kicks: set[asyncio.Task[None]] = field(default_factory=set)
     resync_task: asyncio.Task[None] | None = None
+    drift_task: asyncio.Task[None] | None = None
     pool: ThreadPoolExecutor | None = None
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     reconciles: int = 0
@@ -234,6 +270,7 @@ class Runtime:
             baselines=self.baselines,
             resolver=self.registry,
             registry_due=self.registry_due,
+            drift=self.drift.get((namespace, name)),
         )
 
     async def _in_worker(self, fn: Callable[..., T], *args: Any) -> T:
@@ -251,6 +288,8 @@ class Runtime:
         if event_type == "DELETED":
             self.known.discard(key)
             self.baselines.pop(key, None)
+            self.pods.pop(key, None)
+            self.drift.pop(key, None)
             for due in [k for k in self.registry_due if k[:2] == key]:
                 del self.registry_due[due]
             self.metrics.forget(*key)
@@ -259,6 +298,63 @@ class Runtime:
                 timer.cancel()
         else:
             self.known.add(key)
+
+    def pod_seen(self, event_type: str | None, namespace: str, owner: str, body: Any) -> None:
+        """Keeps ``pods`` to the ready serving pods of each object."""
+        key = (namespace, owner)
+        name = str((body.get("metadata") or {}).get("name"))
+        target = None if event_type == "DELETED" else pod_target(body)
+        if target is not None:
+            self.pods.setdefault(key, {})[name] = target
+            return
+        pods = self.pods.get(key)
+        if pods is not None:
+            pods.pop(name, None)
+            if not pods:
+                del self.pods[key]
+
+    async def check_drift_once(self) -> int:
+        """Reads every ready serving pod's drift gauges (all objects' pods in one pass of the
+        scrape pool) and reconciles each object whose report changed, so its status shows it.
+        A round that could read no pod of an object changes nothing for it: its status keeps
+        the last report (a pod unreachable from the operator is not a statement about its
+        inputs; the log says why). Returns how many objects got a new report."""
+        wanted = {k: dict(p) for k, p in self.pods.items() if k in self.known}
+        targets = {f"{k[0]}/{pod}": t.ip for k, pods in wanted.items() for pod, t in pods.items()}
+        if not targets:
+            return 0
+        scraped = await asyncio.to_thread(
+            scrape_pods, targets, port=self.metrics_port, timeout=DRIFT_SCRAPE_TIMEOUT
+        )
+        s = self.settings
+        changed = 0
+        for key, pods in wanted.items():
+            scrapes = {
+                pod: (t.track, scraped[f"{key[0]}/{pod}"])
+                for pod, t in pods.items()
+                if f"{key[0]}/{pod}" in scraped
+            }
+            unread = [r for _, r in scrapes.values() if isinstance(r, str)]
+            if len(unread) == len(scrapes):
+                log.debug("%s/%s: no drift gauges read: %s", *key, "; ".join(unread[:3]))
+                continue
+            report = summarize(scrapes, s.drift_threshold, s.drift_min_rows)
+            if self.drift.get(key) == report or key not in self.known:
+                continue
+            self.drift[key] = report
+            changed += 1
+            task = asyncio.get_running_loop().create_task(_kick(self, *key))
+            self.kicks.add(task)  # held until done: the loop keeps only weak references
+            task.add_done_callback(self.kicks.discard)
+        return changed
+
+    async def check_drift_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.drift_seconds)
+            try:
+                await self.check_drift_once()
+            except Exception:  # the next round tries again; never let the loop die
+                log.exception("drift check failed")
 
     def cluster_child_seen(self, event_type: str | None, body: dict[str, Any]) -> None:
         name = str((body.get("metadata") or {}).get("name"))
@@ -384,11 +480,14 @@ def make_registry(rt: Runtime) -> kopf.OperatorRegistry:
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_kopf(settings, rt.settings)
         rt.resync_task = asyncio.create_task(rt.resync_forever(), name="modeldeploy-resync")
+        if rt.settings.drift_seconds:
+            rt.drift_task = asyncio.create_task(rt.check_drift_forever(), name="modeldeploy-drift")
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
-        if rt.resync_task is not None:
-            rt.resync_task.cancel()
+        for task in (rt.resync_task, rt.drift_task):
+            if task is not None:
+                task.cancel()
 
     @kopf.on.probe(id="reconciles", registry=registry)
     def probe(**_: Any) -> dict[str, Any]:
@@ -451,6 +550,8 @@ def make_registry(rt: Runtime) -> kopf.OperatorRegistry:
         type: str | None, body: kopf.Body, namespace: str | None, **_: Any
     ) -> None:
         owner = (body.get("metadata", {}).get("labels") or {}).get(LABEL_INSTANCE)
+        if owner and namespace:
+            rt.pod_seen(type, namespace, owner, body)
         if owner and namespace and type is not None:
             await _kick(rt, namespace, owner)
 

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from modeldeploy_operator import analysis, builders, plan, registry, rollout, status
 from modeldeploy_operator import conditions as c
 from modeldeploy_operator.api import LABEL_TRACK, ModelDeployment, parse_duration
+from modeldeploy_operator.drift import DriftReport
 from modeldeploy_operator.errors import ApiError, ObjectGoneError
 from modeldeploy_operator.settings import OperatorSettings
 from modeldeploy_operator.tracks import (
@@ -253,6 +254,7 @@ def reconcile(
     clock: float | None = None,
     resolver: registry.Resolver | None = None,
     registry_due: MutableMapping[registry.CheckKey, registry.Due] | None = None,
+    drift: DriftReport | None = None,
 ) -> Outcome:
     """Brings the children of ``body`` (a ModelDeployment as stored) to the desired state and
     writes its status when it changed. Transient API failures are returned in ``Outcome.retry``
@@ -263,6 +265,7 @@ def reconcile(
     the step machine sees (seconds since the epoch; default: now). ``resolver`` asks the
     MLflow registry what a models:/ storageUri names (None: no registry can be reached), and
     ``registry_due`` keeps when each reference is to be asked next (registry.resolve).
+    ``drift`` is the latest drift check of its pods (drift.summarize; None: keep status's).
     """
     now = now or now_rfc3339()
     out = Outcome()
@@ -384,6 +387,7 @@ def reconcile(
         rollout=decision.state if decision is not None else None,
         registry_problems=reg.problems if reg is not None else [],
         registry_blocked=blocked,
+        drift=drift,
     )
     desired_status = status.compute_status(
         md, obs, live_status, now, settings.cluster_domain, tracks

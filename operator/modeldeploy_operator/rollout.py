@@ -66,17 +66,24 @@ class ModelRef:
     storage_uri: str
     format: str
     sha256: str = ""
+    # The drift reference profile goes with the model: a new one is a new thing to serve (and
+    # to judge), so it is part of the revision, but only when set (revisions written before
+    # profileUri existed stay the same).
+    profile_uri: str = ""
 
     @property
     def revision(self) -> str:
         """What identifies this version in status: the URI, and the digest when pinned."""
         digest = f"@sha256:{self.sha256[:12]}" if self.sha256 else ""
-        return f"{self.format}:{self.storage_uri}{digest}"
+        profile = f" profile={self.profile_uri}" if self.profile_uri else ""
+        return f"{self.format}:{self.storage_uri}{digest}{profile}"
 
     def to_status(self) -> Obj:
         out: Obj = {"storageUri": self.storage_uri, "format": self.format}
         if self.sha256:
             out["sha256"] = self.sha256
+        if self.profile_uri:
+            out["profileUri"] = self.profile_uri
         return out
 
     @classmethod
@@ -84,12 +91,15 @@ class ModelRef:
         if not isinstance(obj, dict) or not obj.get("storageUri"):
             return None
         return cls(
-            str(obj["storageUri"]), str(obj.get("format") or "sklearn"), obj.get("sha256") or ""
+            str(obj["storageUri"]),
+            str(obj.get("format") or "sklearn"),
+            obj.get("sha256") or "",
+            obj.get("profileUri") or "",
         )
 
 
 def model_of_spec(spec: ModelSpec) -> ModelRef:
-    return ModelRef(spec.storage_uri, str(spec.format), spec.sha256 or "")
+    return ModelRef(spec.storage_uri, str(spec.format), spec.sha256 or "", spec.profile_uri or "")
 
 
 def model_of_deployment(dep: Obj | None, container: str) -> ModelRef | None:
@@ -104,7 +114,10 @@ def model_of_deployment(dep: Obj | None, container: str) -> ModelRef | None:
         uri = env.get("STORAGE_URI")
         if uri:
             return ModelRef(
-                str(uri), str(env.get("MODEL_FORMAT") or "sklearn"), env.get("MODEL_SHA256") or ""
+                str(uri),
+                str(env.get("MODEL_FORMAT") or "sklearn"),
+                env.get("MODEL_SHA256") or "",
+                env.get("PROFILE_URI") or "",
             )
     return None
 

@@ -64,6 +64,23 @@ class OperatorSettings(BaseSettings):
     resync_seconds: float = Field(
         60.0, gt=0, description="Interval of the resync loop that re-reconciles every object."
     )
+    drift_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="How often the serving pods' drift gauges are read into the DataDrift "
+        "condition and the DRIFT column (0 = never).",
+    )
+    drift_threshold: float = Field(
+        0.25,
+        gt=0,
+        description="PSI from which a feature (or the predictions) counts as drifting "
+        "(DataDrift True); 0.25 is the customary 'significant shift'.",
+    )
+    drift_min_rows: int = Field(
+        200,
+        ge=1,
+        description="Served rows a track's drift window must hold before its PSI is judged.",
+    )
     # An integer: the API server rejects a fractional ?timeoutSeconds= with 400 BadRequest.
     watch_server_timeout: int = Field(
         300, gt=0, description="Server-side timeout of each watch request (seconds)."

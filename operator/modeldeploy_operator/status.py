@@ -20,6 +20,7 @@ tracks and their replica split come from ``tracks.plan_tracks``, every reason an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from modeldeploy_operator import conditions as c
 from modeldeploy_operator.api import ANNOTATION_TEMPLATE_HASH, LABEL_TRACK, ModelDeployment
 from modeldeploy_operator.builders import CONTAINER_NAME, pod_selector, service_url
 from modeldeploy_operator.conditions import Reason
+from modeldeploy_operator.drift import DriftReport
 from modeldeploy_operator.rollout import (
     ABORTED,
     HEALTHY,
@@ -89,6 +91,9 @@ class Observed:
     # models:/ reference kept every child from being written
     registry_problems: list[tuple[Reason, str]] = field(default_factory=list)
     registry_blocked: bool = False
+    # The latest drift check's report (drift.summarize); None: none since the operator started,
+    # and the DataDrift condition and status.drift stay as they are.
+    drift: DriftReport | None = None
 
 
 @dataclass(frozen=True)
@@ -325,14 +330,14 @@ def route_problems(md: ModelDeployment, route: Obj | None, api_missing: bool) ->
 
 def condition(
     ctype: str,
-    status: bool,
+    status: bool | None,
     reason: str,
     message: str,
     generation: int,
     previous: list[Obj],
     now: str,
 ) -> Obj:
-    value = "True" if status else "False"
+    value = "Unknown" if status is None else "True" if status else "False"
     old = next((p for p in previous if p.get("type") == ctype), None)
     # The transition time moves only when the status flips: it answers "since when".
     since = old.get("lastTransitionTime") if old and old.get("status") == value else None
@@ -395,7 +400,7 @@ def compute_status(
     gen = md.generation
     prev_conditions = list(previous.get("conditions") or [])
 
-    def cond(ctype: str, value: bool, reason: Reason, message: str) -> Obj:
+    def cond(ctype: str, value: bool | None, reason: Reason, message: str) -> Obj:
         return condition(ctype, value, reason.name, message, gen, prev_conditions, now)
 
     if problems:
@@ -458,7 +463,30 @@ def compute_status(
         )
     for s in states:
         status[s.track.name] = block(s)
+    _drift(status, observed.drift, previous, cond)
     return status
+
+
+def _drift(
+    status: Obj,
+    report: DriftReport | None,
+    previous: Obj,
+    cond: Callable[[str, bool | None, Reason, str], Obj],
+) -> None:
+    """The DataDrift condition and status.drift: from this run's report, else as they were."""
+    if report is None:
+        old = next(
+            (x for x in previous.get("conditions") or [] if x.get("type") == c.DATA_DRIFT), None
+        )
+        if old is not None:
+            status["conditions"].append(old)
+        if previous.get("drift"):
+            status["drift"] = previous["drift"]
+        return
+    status["conditions"].append(cond(c.DATA_DRIFT, report.drifting, report.reason, report.message))
+    drift = report.to_status()
+    if drift is not None:
+        status["drift"] = drift
 
 
 def external_url(md: ModelDeployment) -> str | None:
@@ -477,7 +505,7 @@ def status_patch(live: Obj, desired: Obj) -> Obj | None:
         if live.get(k) != v:
             patch[k] = v
     # blocks that go away with their track, spec.rollout or the last models:/ storageUri
-    for k in (*ALL_TRACKS, "rollout", "registry"):
+    for k in (*ALL_TRACKS, "rollout", "registry", "drift"):
         if k in live and k not in desired:
             patch[k] = None
     return patch or None

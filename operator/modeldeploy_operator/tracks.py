@@ -52,6 +52,7 @@ class Track:
     requested_percent: int  # the share of traffic the spec asks for (the canary's percent)
     deployment: str  # child Deployment name
     service: str  # child Service name addressing only this track
+    profile_uri: str = ""  # the drift reference profile; "": the server looks beside the model
 
     @property
     def model_version(self) -> str:
@@ -108,6 +109,7 @@ def _planned_by_rollout(md: ModelDeployment, decision: Decision) -> TrackPlan:
             requested_percent=100 - (decision.canary_weight if decision.canary else 0),
             deployment=deployment_name(md.name, STABLE),
             service=service_name(md.name, STABLE),
+            profile_uri=stable_model.profile_uri,
         )
     ]
     if decision.canary is not None:
@@ -121,6 +123,7 @@ def _planned_by_rollout(md: ModelDeployment, decision: Decision) -> TrackPlan:
                 requested_percent=decision.canary_weight,
                 deployment=deployment_name(md.name, CANARY),
                 service=service_name(md.name, CANARY),
+                profile_uri=decision.canary.profile_uri,
             )
         )
     names = {t.name for t in active}
@@ -150,6 +153,7 @@ def plan_tracks(md: ModelDeployment, rollout: Decision | None = None) -> TrackPl
             requested_percent=100 - canary_percent,
             deployment=deployment_name(md.name, STABLE),
             service=service_name(md.name, STABLE),
+            profile_uri=spec.model.profile_uri or "",
         )
     ]
     if canary is not None:
@@ -163,6 +167,7 @@ def plan_tracks(md: ModelDeployment, rollout: Decision | None = None) -> TrackPl
                 requested_percent=canary_percent,
                 deployment=deployment_name(md.name, CANARY),
                 service=service_name(md.name, CANARY),
+                profile_uri=canary.profile_uri or "",
             )
         )
     note = ""

@@ -340,6 +340,9 @@ class OperatorProcess:
                 "PYTHONUNBUFFERED": "1",
                 # several drift-timer ticks inside the one-minute no-writes window
                 "MODELDEPLOY_RESYNC_SECONDS": env.get("MODELDEPLOY_RESYNC_SECONDS", "15"),
+                # and several rounds of the pods' drift gauges (kwok pods don't answer: a
+                # round that reads none must write nothing)
+                "MODELDEPLOY_DRIFT_SECONDS": env.get("MODELDEPLOY_DRIFT_SECONDS", "15"),
             }
         )
         env.pop("KUBERNETES_SERVICE_HOST", None)  # never fall back to in-cluster config

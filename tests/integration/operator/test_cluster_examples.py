@@ -99,8 +99,8 @@ def test_example_becomes_ready_with_contract_children(
 
 def test_kubectl_get_md_shows_the_design_columns(cluster: Cluster, namespace: str) -> None:
     """DESIGN.md: NAME, MODEL (uri), READY, REPLICAS (ready/desired), CANARY (effective %), URL,
-    AGE (and ROLLOUT, with spec.rollout; VERSION, with a models:/ storageUri), in `kubectl get
-    md` without -o wide."""
+    AGE (and ROLLOUT, with spec.rollout; VERSION, with a models:/ storageUri; DRIFT, once the
+    pods' drift gauges were read), in `kubectl get md` without -o wide."""
     spec = iris_spec(
         replicas=4, canary={"storageUri": "s3://models/iris/v2/", "trafficPercent": 25}
     )
@@ -117,6 +117,7 @@ def test_kubectl_get_md_shows_the_design_columns(cluster: Cluster, namespace: st
         "REPLICAS",
         "CANARY",
         "ROLLOUT",
+        "DRIFT",
         "URL",
         "AGE",
     ], out
@@ -124,6 +125,7 @@ def test_kubectl_get_md_shows_the_design_columns(cluster: Cluster, namespace: st
     starts = [lines[0].index(h) for h in header] + [None]
     cells = {h: lines[1][a:b].strip() for h, a, b in zip(header, starts, starts[1:], strict=False)}
     assert cells["ROLLOUT"] == "", out
+    assert cells["DRIFT"] == "", out  # no pod's drift gauges are readable from here (kwok)
     assert cells["VERSION"] == "", out  # a registry version, with a models:/ storageUri only
     assert cells["MODEL"] == spec["model"]["storageUri"], out
     assert cells["READY"] == "True", out

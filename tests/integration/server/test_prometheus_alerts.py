@@ -18,13 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import joblib
 import numpy as np
 import pytest
 import yaml
-from modeldeploy_server.profile import build_profile, dump
-from server_stores import free_port
-from sklearn.datasets import load_iris
+from server_stores import free_port, iris_store_with_profile, predict
 
 pytestmark = pytest.mark.integration
 
@@ -107,29 +104,11 @@ def alerts(url: str) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def predict(server_url: str, rows: np.ndarray[Any, Any]) -> None:
-    for start in range(0, len(rows), 50):
-        r = httpx.post(
-            f"{server_url}/v1/models/iris:predict",
-            json={"instances": rows[start : start + 50].tolist()},
-            timeout=10,
-        )
-        assert r.status_code == 200, r.text
-
-
 def test_drifted_traffic_fires_the_feature_drift_alert(
     start_server: Any, prometheus: Any, tmp_path: Path, artifacts: dict[str, bytes]
 ) -> None:
-    model_dir = tmp_path / "store"
-    model_dir.mkdir()
-    (model_dir / "model.joblib").write_bytes(artifacts["joblib"])
-    model = joblib.load(model_dir / "model.joblib")
-    x, _ = load_iris(return_X_y=True)
-    profile = build_profile(
-        x, model.predict(x), ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-    )
-    dump(profile, model_dir / "model.profile.json")
-    proc = start_server(str(model_dir / "model.joblib"))
+    model_path, x = iris_store_with_profile(tmp_path, artifacts["joblib"])
+    proc = start_server(str(model_path))
     proc.wait_ready()
     meta = httpx.get(f"{proc.url}/v2/models/iris", timeout=5).json()
     assert str(meta["parameters"]["drift"]).startswith("on"), meta["parameters"]

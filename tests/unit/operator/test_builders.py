@@ -231,6 +231,30 @@ def test_canary_inherits_the_stable_format(settings: OperatorSettings) -> None:
     assert env["MODEL_FORMAT"] == "skops"
 
 
+def test_each_track_gets_its_own_profile_uri_and_a_server_env_entry_still_wins(
+    settings: OperatorSettings,
+) -> None:
+    md = make_md(
+        model={"storageUri": "s3://m/v1.joblib", "profileUri": "s3://m/v1.profile.json"},
+        canary={"storageUri": "s3://m/v2.joblib", "trafficPercent": 10},
+    )
+    stable = _container(_dep(md, "stable", settings))["env"]
+    assert {"name": "PROFILE_URI", "value": "s3://m/v1.profile.json"} in stable
+    # The canary serves another model: the stable profile would measure it against the wrong
+    # reference, so without its own profileUri it has none (the server looks beside its model).
+    assert "PROFILE_URI" not in {e["name"] for e in _container(_dep(md, "canary", settings))["env"]}
+    golden = _container(_dep(make_md(model={"storageUri": "s3://m/v1.joblib"}), "stable", settings))
+    assert [e for e in stable if e["name"] != "PROFILE_URI"] == golden["env"]
+
+    pinned = make_md(
+        model={"storageUri": "s3://m/v1.joblib", "profileUri": "s3://m/a.json"},
+        server={"env": [{"name": "PROFILE_URI", "value": "s3://m/b.json"}]},
+    )
+    names = [(e["name"], e["value"]) for e in _container(_dep(pinned, "stable", settings))["env"]]
+    profiles = [value for name, value in names if name == "PROFILE_URI"]
+    assert profiles == ["s3://m/a.json", "s3://m/b.json"]  # the later entry is the one k8s uses
+
+
 def _container(dep: dict[str, Any]) -> dict[str, Any]:
     c: dict[str, Any] = dep["spec"]["template"]["spec"]["containers"][0]
     return c

@@ -26,6 +26,12 @@ def test_problem_ranks_are_unique_and_only_problems_have_one() -> None:
         "RolloutProgressing",
         "RolloutPaused",
         "RolloutPromoting",
+        # DataDrift's: about the inputs, never a problem of the ModelDeployment's own
+        "FeatureDrift",
+        "PredictionDrift",
+        "NoDrift",
+        "NoProfile",
+        "DriftNotMeasured",
     }
 
 
@@ -51,7 +57,7 @@ def test_every_reason_the_code_uses_is_in_the_table() -> None:
     used = set()
     for name in STATUS_SOURCES:
         used |= set(re.findall(r"\bc\.([A-Z][A-Z_]+)\b", (src / name).read_text()))
-    used -= {"READY", "PROGRESSING", "DEGRADED", "PROMOTED", "CONDITION_TYPES"}
+    used -= {"READY", "PROGRESSING", "DEGRADED", "PROMOTED", "DATA_DRIFT", "CONDITION_TYPES"}
     assert used, "the status code refers to no reason at all?"
     for const in used:
         reason = getattr(c, const)

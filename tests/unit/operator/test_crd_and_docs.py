@@ -107,6 +107,7 @@ def test_subresources_names_and_columns() -> None:
         ("Replicas", 0),
         ("Canary", 0),
         ("Rollout", 0),
+        ("Drift", 0),
         ("URL", 0),
         ("Age", 0),
     ]
