@@ -890,13 +890,15 @@ class ConditionStatus(StrEnum):
 class Condition(_Model):
     """One observation about the ModelDeployment, in the Kubernetes condition convention."""
 
-    type: Literal["Ready", "Progressing", "Degraded", "Promoted"] = Field(
+    type: Literal["Ready", "Progressing", "Degraded", "Promoted", "DataDrift"] = Field(
         description=(
             "Ready: every pod of the current generation is rolled out and serving. "
             "Progressing: a rollout is under way. Degraded: something needs a person; "
             "the message says what. Promoted (with spec.rollout only): spec.model has gone "
             "through its progressive rollout and the stable track serves it "
-            "(`kubectl wait --for=condition=Promoted md/<name>`)."
+            "(`kubectl wait --for=condition=Promoted md/<name>`). DataDrift: the served "
+            "inputs (or predictions) drift from the model's reference profile; never makes the "
+            "ModelDeployment Degraded."
         )
     )
     status: ConditionStatus = Field(description="True, False or Unknown.")

@@ -24,6 +24,8 @@ PROMOTED: Final = "Promoted"
 # Whether the inputs the pods serve drift from the model's reference profile (drift.py). Not a
 # problem of the ModelDeployment's own: it never makes it Degraded or blocks a rollout.
 DATA_DRIFT: Final = "DataDrift"
+# Every condition type the operator writes; the CRD's enum of condition types must allow each.
+WRITTEN_TYPES: Final = (*CONDITION_TYPES, PROMOTED, DATA_DRIFT)
 
 
 @dataclass(frozen=True)

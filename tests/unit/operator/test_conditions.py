@@ -57,7 +57,15 @@ def test_every_reason_the_code_uses_is_in_the_table() -> None:
     used = set()
     for name in STATUS_SOURCES:
         used |= set(re.findall(r"\bc\.([A-Z][A-Z_]+)\b", (src / name).read_text()))
-    used -= {"READY", "PROGRESSING", "DEGRADED", "PROMOTED", "DATA_DRIFT", "CONDITION_TYPES"}
+    used -= {
+        "READY",
+        "PROGRESSING",
+        "DEGRADED",
+        "PROMOTED",
+        "DATA_DRIFT",
+        "CONDITION_TYPES",
+        "WRITTEN_TYPES",
+    }
     assert used, "the status code refers to no reason at all?"
     for const in used:
         reason = getattr(c, const)
@@ -70,3 +78,16 @@ def test_the_docs_table_has_a_row_per_reason() -> None:
     assert table.count("\n") == len(c.REASONS) + 2
     for r in c.REASONS:
         assert f"`{r.name}`" in table
+
+
+def test_the_crd_admits_every_condition_type_the_operator_writes() -> None:
+    """A type missing from the CRD's enum makes every status write of that object a 422."""
+    from modeldeploy_operator import crdgen
+
+    schema = crdgen.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    types = schema["properties"]["status"]["properties"]["conditions"]["items"]["properties"]
+    assert set(types["type"]["enum"]) == set(c.WRITTEN_TYPES)
+    src = (REPO_ROOT / "operator" / "modeldeploy_operator" / "status.py").read_text()
+    written = set(re.findall(r"\bcond(?:ition)?\(\s*c\.([A-Z_]+)", src))
+    assert written, "status.py builds no condition with cond(c.TYPE, ...)?"
+    assert {getattr(c, n) for n in written} <= set(c.WRITTEN_TYPES), written
