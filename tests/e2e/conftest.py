@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -100,6 +101,33 @@ def kubectl() -> Kubectl:
     if not real:
         pytest.skip("the e2e cluster has no real node (only kwok nodes)")
     return k
+
+
+@pytest.fixture(scope="session")
+def host_address(kubectl: Kubectl) -> str:
+    """An address of this machine that the cluster's pods reach, for services the tests run
+    outside the cluster (as a team's MLflow and S3 usually are): MODELDEPLOY_E2E_HOST_ADDRESS,
+    else the real node's InternalIP when the node is this machine (hack/real-node.sh)."""
+    given = os.environ.get("MODELDEPLOY_E2E_HOST_ADDRESS")
+    if given:
+        return given
+    nodes = kubectl.json("get", "nodes")["items"]
+    for node in nodes:
+        if node["metadata"].get("labels", {}).get("type") == "kwok":
+            continue
+        for address in node.get("status", {}).get("addresses", []):
+            if address["type"] != "InternalIP":
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind((address["address"], 0))
+                except OSError:
+                    continue
+            return str(address["address"])
+    pytest.skip(
+        "no real node of this cluster runs on this machine (kind?): set "
+        "MODELDEPLOY_E2E_HOST_ADDRESS to an address of this machine that pods can reach"
+    )
 
 
 @pytest.fixture(scope="session")

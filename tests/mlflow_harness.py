@@ -1,6 +1,10 @@
 """A real MLflow tracking server for the tests: `mlflow server` with a SQLite backend and an S3
-artifact root on moto's S3 server, both on loopback, and models logged and registered with the
-real mlflow client exactly as a user's training job does.
+artifact root on moto's S3 server, and models logged and registered with the real mlflow client
+exactly as a user's training job does.
+
+Both listen on loopback for the operator's integration tests. The e2e suite binds them to the
+real node's address on this machine instead, so the operator's pod and the model server pods
+reach them the way they reach a team's MLflow and S3 outside the cluster.
 
 The tracking server runs with --no-serve-artifacts, so a version's download URI is the s3://
 location the model server pods read (docs/mlflow.md says why the proxy is not supported).
@@ -12,6 +16,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,9 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from operator_harness import REPO_ROOT, free_port
-
-VENV_BIN = REPO_ROOT / ".venv" / "bin"
+VENV_BIN = Path(__file__).resolve().parents[1] / ".venv" / "bin"
 BUCKET = "mlflow"
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -64,11 +67,18 @@ def _wait_http(url: str, what: str, proc: subprocess.Popen[bytes], timeout: floa
     raise RuntimeError(f"{what} did not answer {url} within {timeout:.0f}s")
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 @dataclass
 class MlflowServer:
-    """``tracking_uri``: the server's base URL; ``s3_endpoint``: moto's."""
+    """``tracking_uri``: the server's base URL; ``s3_endpoint``: moto's; both on ``host``."""
 
     root: Path
+    host: str = "127.0.0.1"
     tracking_uri: str = ""
     s3_endpoint: str = ""
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -84,12 +94,12 @@ class MlflowServer:
         }
 
     def start(self) -> None:
-        s3_port, port = free_port(), free_port()
-        self.s3_endpoint = f"http://127.0.0.1:{s3_port}"
-        self.tracking_uri = f"http://127.0.0.1:{port}"
+        s3_port, port = free_port(self.host), free_port(self.host)
+        self.s3_endpoint = f"http://{self.host}:{s3_port}"
+        self.tracking_uri = f"http://{self.host}:{port}"
         log = (self.root / "moto.log").open("ab")
         moto = subprocess.Popen(
-            [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
+            [str(VENV_BIN / "moto_server"), "-H", self.host, "-p", str(s3_port)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env(),
@@ -119,7 +129,7 @@ class MlflowServer:
                 f"s3://{BUCKET}/artifacts",
                 "--no-serve-artifacts",
                 "--host",
-                "127.0.0.1",
+                self.host,
                 "--port",
                 str(port),
                 "--workers",
@@ -176,6 +186,12 @@ class MlflowServer:
             "/registered-models/alias",
             {"name": name, "alias": alias, "version": version},
         )
+
+    def run_id(self, name: str, version: str) -> str:
+        """The run that logged the version (what the model server's metadata calls run_id)."""
+        query = urllib.parse.urlencode({"name": name, "version": version})
+        run: str = self.api("GET", f"/model-versions/get?{query}")["model_version"]["run_id"]
+        return run
 
     def download_uri(self, name: str, version: str) -> str:
         query = urllib.parse.urlencode({"name": name, "version": version})
