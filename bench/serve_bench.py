@@ -15,6 +15,14 @@ cell is bounded by --duration seconds and --max-requests requests. MLServer's pi
 ours, so it gets its own venv in
 .bench/mlserver-venv; if that install fails, MLServer is skipped with a message.
 
+With compiled clients (ghz for gRPC, hey for REST: hack/build-bench-tools.sh builds them into
+the cache, --compiled-clients names another directory), the run also drives ours (V2 JSON, V2
+binary, gRPC), the raw-ASGI floor and bench/grpc_floor_server.py (a bare grpc.aio service that
+predicts on the loop: what any Python gRPC server on grpcio pays) with them, and prints a
+second summary (labels marked *). grpc.aio as a client costs as much CPU as the server on 2
+cores, so only the compiled clients show what the servers' gRPC can do; without the tools
+those cells are skipped with a message.
+
 The auth cell (`auth` in --only) runs ours twice more, without and with spec.auth (AUTH_ENABLED,
 the operator's default cacheSeconds 10), and drives both with an Authorization header at c=1 and
 c=32. Its reviews go to the real control plane when --auth-kubeconfig names one (it creates a
@@ -50,12 +58,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import joblib
 import numpy as np
-from grpc_load import run_grpc_load
+from compiled_clients import DEFAULT_DIR as TOOLS_DIR
+from compiled_clients import Cell, run_ghz, run_hey, tools
+from grpc_load import infer_request, run_grpc_load
 from loadgen import Result, run_load
 from modeldeploy_server.codec import decode_v2
+from modeldeploy_server.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 from modeldeploy_server.runtime.forest import compile_forest
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
@@ -352,6 +364,123 @@ async def measure_grpc(
             )
         print(f"  {label:<14} c={conc:<3} rows={rows:<4} {fmt_cell(r)}{note}", flush=True)
     return out
+
+
+# --------------------------------------------------------------- compiled clients (ghz, hey)
+def compiled_cells(label: str, run: Callable[[int, int], Cell]) -> dict[tuple[int, int], Cell]:
+    """The CELLS through ``run(concurrency, rows)``; the label's * marks a compiled client."""
+    out: dict[tuple[int, int], Cell] = {}
+    for conc, rows in CELLS:
+        out[(conc, rows)] = cell = run(conc, rows)
+        print(f"  {label + ' *':<16} c={conc:<3} rows={rows:<4} {cell.fmt()}", flush=True)
+    return out
+
+
+def compiled_ours(
+    compiled: tuple[Path, Path], port: int, grpc_port: int, duration: float
+) -> dict[str, dict[tuple[int, int], Cell]]:
+    """Ours, warm from the Python clients' cells: V2 JSON and binary with hey, gRPC with ghz."""
+    ghz, hey = compiled
+    url = f"http://127.0.0.1:{port}/v2/models/iris/infer"
+    return {
+        "ours-v2": compiled_cells(
+            "ours-v2", lambda c, r: run_hey(hey, url, v2_body(r), JSON, c, duration)
+        ),
+        "ours-v2-binary": compiled_cells(
+            "ours-v2-binary",
+            lambda c, r: run_hey(hey, url, v2_binary_body(r), v2_binary_headers(r), c, duration),
+        ),
+        "ours-grpc": compiled_cells(
+            "ours-grpc", lambda c, r: run_ghz(ghz, grpc_port, r, c, duration)
+        ),
+    }
+
+
+def compiled_floor(hey: Path, port: int, duration: float) -> dict[tuple[int, int], Cell]:
+    """bench/floor_server.py (the raw-ASGI floor) with hey: V1 JSON, as the Python client sends."""
+    url = f"http://127.0.0.1:{port}/predict"
+    return compiled_cells(
+        "floor-asgi", lambda c, r: run_hey(hey, url, v1_body(r), JSON, c, duration)
+    )
+
+
+def _grpc_answers(port: int) -> bool:
+    """One ModelInfer call that gets an answer (the floor has no readiness RPC)."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        try:
+            stub.ModelInfer(infer_request("iris", 1), timeout=5)
+        except grpc.RpcError:
+            return False
+    return True
+
+
+def grpc_floor_cells(
+    compiled: tuple[Path, Path] | None,
+    model_path: Path,
+    logs: Path,
+    duration: float,
+    max_requests: int,
+) -> tuple[dict[tuple[int, int], Result], dict[tuple[int, int], Cell]]:
+    """bench/grpc_floor_server.py in its own process: the CELLS with the same Python client as
+    ours-grpc, then with ghz when the compiled clients are there."""
+    port = free_port()
+    env = {**os.environ, "MODEL_PATH": str(model_path)}
+    log_path = logs / "grpc-floor.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "bench/grpc_floor_server.py"), str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        end = time.monotonic() + 60
+        while not _grpc_answers(port):
+            if proc.poll() is not None:
+                raise RuntimeError(f"grpc_floor_server.py exited: see {log_path}")
+            if time.monotonic() > end:
+                raise RuntimeError(f"grpc_floor_server.py answered no call: see {log_path}")
+            time.sleep(0.5)
+        print("grpc-floor: ready", flush=True)
+        python = asyncio.run(measure_grpc("grpc-floor", port, duration, max_requests))
+        ghz = compiled[0] if compiled is not None else None
+        cells = (
+            compiled_cells("grpc-floor", lambda c, r: run_ghz(ghz, port, r, c, duration))
+            if ghz is not None
+            else {}
+        )
+        return python, cells
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def print_compiled_summary(results: dict[str, dict[tuple[int, int], Cell]]) -> None:
+    if not results:
+        return
+    print(
+        "\ncompiled clients (hey for REST, ghz for gRPC; bench/compiled_clients.py): "
+        "req/s, p50, p99; ratios are throughput x"
+    )
+    pairs = [
+        ("ours-v2-binary", "ours-v2"),
+        ("ours-grpc", "ours-v2"),
+        ("ours-grpc", "grpc-floor"),
+        ("grpc-floor", "ours-v2"),
+    ]
+    for cell in CELLS:
+        print(f"c={cell[0]} rows={cell[1]}:")
+        for label, res in results.items():
+            if cell in res:
+                print(f"  {label + ' *':<16} {res[cell].fmt()}")
+        for ours, base in pairs:
+            if cell in results.get(ours, {}) and cell in results.get(base, {}):
+                o, b = results[ours][cell], results[base][cell]
+                ratio = o.rps / b.rps if b.rps else float("nan")
+                print(f"  {ours} vs {base}: {ratio:5.2f}x throughput")
 
 
 # ------------------------------------------------------------------------------ the auth cell
@@ -730,7 +859,7 @@ def main() -> int:
     ap.add_argument(
         "--only",
         default="",
-        help="comma-separated subset: ours,naive-fastapi,floor-asgi,mlserver,auth",
+        help="comma-separated subset: ours,naive-fastapi,floor-asgi,grpc-floor,mlserver,auth",
     )
     ap.add_argument(
         "--auth-rounds",
@@ -744,8 +873,17 @@ def main() -> int:
         help="admin kubeconfig of a control plane for the auth cell's reviews "
         "(default: a loopback review stub)",
     )
+    ap.add_argument(
+        "--compiled-clients",
+        type=Path,
+        default=TOOLS_DIR,
+        help="directory with ghz and hey (hack/build-bench-tools.sh) for the compiled-client "
+        "cells; skipped with a message when they are not there",
+    )
     args = ap.parse_args()
     duration = min(args.duration, 20.0)
+    compiled = tools(args.compiled_clients)
+    compiled_results: dict[str, dict[tuple[int, int], Cell]] = {}
 
     WORK.mkdir(exist_ok=True)
     logs = WORK / "logs"
@@ -841,10 +979,30 @@ def main() -> int:
                 results["ours-grpc"] = asyncio.run(
                     measure_grpc("ours-grpc", ours_grpc_port, duration, args.max_requests)
                 )
+                if compiled is not None:
+                    compiled_results.update(
+                        compiled_ours(compiled, t.port, ours_grpc_port, duration)
+                    )
+            if t.label == "floor-asgi" and compiled is not None:
+                compiled_results["floor-asgi"] = compiled_floor(compiled[1], t.port, duration)
         except RuntimeError as exc:
             print(f"SKIPPING {t.label}: {exc}")
         finally:
             t.stop()
+    if compiled is None:
+        print(
+            f"SKIPPING the compiled-client cells: no ghz and hey in {args.compiled_clients} "
+            "(hack/build-bench-tools.sh builds them)"
+        )
+    if not wanted or "grpc-floor" in wanted or "ours" in wanted:
+        try:
+            results["grpc-floor"], floor_cells = grpc_floor_cells(
+                compiled, model_path, logs, duration, args.max_requests
+            )
+            if floor_cells:
+                compiled_results["grpc-floor"] = floor_cells
+        except RuntimeError as exc:
+            print(f"SKIPPING grpc-floor: {exc}")
     auth_where = ""
     if not wanted or "auth" in wanted:
         review = (
@@ -870,6 +1028,8 @@ def main() -> int:
         ("ours-v2", "mlserver"),
         ("ours-v2-binary", "ours-v2"),
         ("ours-grpc", "ours-v2"),
+        ("ours-grpc", "grpc-floor"),
+        ("grpc-floor", "ours-v2"),
     ]
     for conc, rows in CELLS:
         print(f"c={conc} rows={rows}:")
@@ -910,6 +1070,7 @@ def main() -> int:
                             f"(ours adds {own_ms - floor_ms:+.2f} ms)"
                         )
                 print(line)
+    print_compiled_summary(compiled_results)
     print_auth_summary(results, auth_where)
     return 0
 
