@@ -107,18 +107,19 @@ def _unreadable(failures: list[str]) -> str:
     return f"could not read the drift gauges: {failures[0]}{more}"
 
 
-def summarize(scrapes: Scrapes, threshold: float, min_rows: int) -> DriftReport:
+def summarize(scrapes: Scrapes, threshold: float, min_rows: int) -> DriftReport | None:
     """One report from one round of scrapes of a ModelDeployment's ready pods. ``threshold``:
     the PSI from which a feature (or the predictions) drifts; ``min_rows``: the rows a track's
-    window must hold before its PSI is believed (a handful of rows always looks drifted)."""
+    window must hold before its PSI is believed (a handful of rows always looks drifted).
+
+    None when no pod could be read (or there was none): a pod unreachable from the operator is
+    not a statement about its inputs, so the last report stands rather than flapping."""
     failures = sorted(r for _, r in scrapes.values() if isinstance(r, str))
     read = [(t, r) for t, r in scrapes.values() if not isinstance(r, str)]
-    if not scrapes:
-        return DriftReport(c.DRIFT_NOT_MEASURED, None, "no ready pod to read drift from")
+    if not read:
+        return None
     enabled = [(t, r.drift) for t, r in read if r.drift is not None and r.drift.enabled]
     if not enabled:
-        if failures and not read:
-            return DriftReport(c.DRIFT_NOT_MEASURED, None, _unreadable(failures))
         return DriftReport(
             c.NO_PROFILE,
             None,

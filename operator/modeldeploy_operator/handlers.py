@@ -320,6 +320,7 @@ class Runtime:
         the last report (a pod unreachable from the operator is not a statement about its
         inputs; the log says why). Returns how many objects got a new report."""
         wanted = {k: dict(p) for k, p in self.pods.items() if k in self.known}
+        # Pod names are unique per namespace only: one scrape pass covers every namespace.
         targets = {f"{k[0]}/{pod}": t.ip for k, pods in wanted.items() for pod, t in pods.items()}
         if not targets:
             return 0
@@ -330,15 +331,15 @@ class Runtime:
         changed = 0
         for key, pods in wanted.items():
             scrapes = {
-                pod: (t.track, scraped[f"{key[0]}/{pod}"])
+                pod: (t.track, got)
                 for pod, t in pods.items()
-                if f"{key[0]}/{pod}" in scraped
+                if (got := scraped.get(f"{key[0]}/{pod}")) is not None
             }
-            unread = [r for _, r in scrapes.values() if isinstance(r, str)]
-            if len(unread) == len(scrapes):
+            report = summarize(scrapes, s.drift_threshold, s.drift_min_rows)
+            if report is None:
+                unread = [r for _, r in scrapes.values() if isinstance(r, str)]
                 log.debug("%s/%s: no drift gauges read: %s", *key, "; ".join(unread[:3]))
                 continue
-            report = summarize(scrapes, s.drift_threshold, s.drift_min_rows)
             if self.drift.get(key) == report or key not in self.known:
                 continue
             self.drift[key] = report

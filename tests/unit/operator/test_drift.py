@@ -46,17 +46,27 @@ def test_prediction_drift_is_reported_when_no_feature_drifts() -> None:
     assert (r.reason, r.drifting, r.summary) == (c.PREDICTION_DRIFT, True, "predictions 0.30")
 
 
-def test_no_profile_too_few_rows_and_unreadable_pods_are_unknown_with_a_reason() -> None:
+def test_no_profile_and_too_few_rows_are_unknown_with_a_reason() -> None:
     off = summarize({"a": ("stable", PodCounters(drift=DriftGauges(False)))}, 0.25, 200)
     assert (off.reason, off.drifting, off.to_status()) == (c.NO_PROFILE, None, None)
     assert "spec.model.profileUri" in off.message
     few = summarize({"a": ("stable", pod({"x": 0.9}, rows=10))}, 0.25, 200)
     assert few.reason is c.DRIFT_NOT_MEASURED
     assert "stable 10; needs 200" in few.message
-    gone = summarize({"a": ("stable", "pod a (10.0.0.1): connection refused")}, 0.25, 200)
-    assert gone.reason is c.DRIFT_NOT_MEASURED
-    assert "connection refused" in gone.message
-    assert summarize({}, 0.25, 200).reason is c.DRIFT_NOT_MEASURED
+
+
+def test_no_report_when_no_pod_was_read_so_the_last_one_stands() -> None:
+    assert summarize({"a": ("stable", "pod a (10.0.0.1): connection refused")}, 0.25, 200) is None
+    assert summarize({}, 0.25, 200) is None
+    # One pod read is enough; the unread one is named in the message.
+    both = summarize(
+        {"a": ("stable", pod({"x": 0.4})), "b": ("stable", "pod b (10.0.0.2): timed out")},
+        0.25,
+        200,
+    )
+    assert both is not None
+    assert both.reason is c.FEATURE_DRIFT
+    assert "pod b (10.0.0.2): timed out" in both.message
 
 
 def test_status_gets_the_condition_and_keeps_the_last_one_when_there_is_no_new_report() -> None:
@@ -74,7 +84,8 @@ def test_status_gets_the_condition_and_keeps_the_last_one_when_there_is_no_new_r
     _drift(kept, None, status, cond)
     assert kept == status
     unknown: dict[str, object] = {"conditions": []}
-    _drift(unknown, summarize({}, 0.25, 200), status, cond)
+    few = summarize({"a": ("stable", pod({"x": 0.9}, rows=10))}, 0.25, 200)
+    _drift(unknown, few, status, cond)
     assert "drift" not in unknown
     assert unknown["conditions"][0]["status"] == "Unknown"  # type: ignore[index]
 
