@@ -10,43 +10,29 @@ figures.) hack/build-bench-tools.sh builds both at pinned releases.
 
 ghz keeps one connection (``--connections 1``), as tritonclient and KServe's client do; hey
 opens ``concurrency`` keep-alive connections, as bench/loadgen.py does. Each cell returns req/s,
-p50, p99 and the count of failed calls. When a ``-z`` run ends, ghz cuts the calls still in
+a bench/loadgen.py ``Result`` (every answered call's latency), so serve_bench.py prints and
+compares them as it does its own cells. When a ``-z`` run ends, ghz cuts the calls still in
 flight and counts them as Unavailable "closing" errors; those (at most one per worker) are not
 the server's and are left out.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import json
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from collections import Counter
 from pathlib import Path
 
-import numpy as np
+from google.protobuf import json_format
+from grpc_load import infer_request
+from loadgen import Result
 
 REPO = Path(__file__).resolve().parent.parent
 PROTO = REPO / "serving_image/modeldeploy_server/oip/grpc_predict_v2.proto"
-ROW = [5.1, 3.5, 1.4, 0.2]
 DEFAULT_DIR = Path.home() / ".cache/modeldeploy/bench-tools/ghz-v0.120.0-hey-v0.1.4"
-
-
-@dataclass(frozen=True)
-class Cell:
-    rps: float
-    p50_s: float
-    p99_s: float
-    errors: int
-
-    def fmt(self) -> str:
-        bad = f"  (errors: {self.errors})" if self.errors else ""
-        return (
-            f"{self.rps:8.0f} req/s  p50 {self.p50_s * 1e3:7.2f} ms  "
-            f"p99 {self.p99_s * 1e3:7.2f} ms{bad}"
-        )
 
 
 def tools(directory: Path) -> tuple[Path, Path] | None:
@@ -55,18 +41,12 @@ def tools(directory: Path) -> tuple[Path, Path] | None:
 
 
 def grpc_request_json(rows: int) -> str:
-    """The ModelInferRequest bench/grpc_load.py sends, in protobuf JSON (bytes are base64)."""
-    raw = np.array([ROW] * rows, dtype="<f8").tobytes()
-    return json.dumps(
-        {
-            "model_name": "iris",
-            "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [rows, 4]}],
-            "raw_input_contents": [base64.b64encode(raw).decode()],
-        }
-    )
+    """bench/grpc_load.py's ModelInferRequest in protobuf JSON (ghz's -d; bytes are base64)."""
+    request = infer_request("iris", rows)
+    return json_format.MessageToJson(request, preserving_proto_field_name=True, indent=None)
 
 
-def run_ghz(ghz: Path, port: int, rows: int, concurrency: int, duration: float) -> Cell:
+def run_ghz(ghz: Path, port: int, rows: int, concurrency: int, duration: float) -> Result:
     out = subprocess.run(
         [
             str(ghz), "--insecure", "--proto", str(PROTO),
@@ -86,9 +66,8 @@ def run_ghz(ghz: Path, port: int, rows: int, concurrency: int, duration: float) 
         if "closing" in message or "closed network connection" in message
     )
     failed = sum(n for code, n in codes.items() if code != "OK") - min(cut, concurrency)
-    pcts = {d["percentage"]: d["latency"] / 1e9 for d in doc.get("latencyDistribution") or []}
-    ok = codes.get("OK", 0)
-    return Cell(ok / (doc["total"] / 1e9), pcts.get(50, float("nan")), pcts.get(99, 0.0), failed)
+    latencies = [d["latency"] / 1e9 for d in doc.get("details") or [] if d["status"] == "OK"]
+    return Result(latencies=latencies, errors=failed, elapsed=doc["total"] / 1e9)
 
 
 def run_hey(
@@ -98,7 +77,7 @@ def run_hey(
     headers: dict[str, str],
     concurrency: int,
     duration: float,
-) -> Cell:
+) -> Result:
     with tempfile.NamedTemporaryFile(suffix=".body") as f:
         f.write(body)
         f.flush()
@@ -114,15 +93,13 @@ def run_hey(
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
     if not rows:
         raise RuntimeError(f"hey sent nothing: {out.stderr[-500:]}")
-    times = sorted(float(r["response-time"]) for r in rows if r["status-code"] == "200")
-    failed = len(rows) - len(times)
+    latencies = [float(r["response-time"]) for r in rows if r["status-code"] == "200"]
     # offset: when each request started, from the run's start; the last end bounds the run.
     elapsed = max(float(r["offset"]) + float(r["response-time"]) for r in rows)
-    if not times:
-        return Cell(0.0, float("nan"), float("nan"), failed)
-    return Cell(
-        len(times) / elapsed,
-        times[len(times) // 2],
-        times[min(len(times) - 1, int(0.99 * len(times)))],
-        failed,
+    statuses = Counter(int(r["status-code"]) for r in rows if r["status-code"].isdigit())
+    return Result(
+        latencies=latencies,
+        errors=len(rows) - len(latencies),
+        statuses=dict(statuses),
+        elapsed=elapsed,
     )

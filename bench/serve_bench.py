@@ -63,7 +63,7 @@ import httpx
 import joblib
 import numpy as np
 from compiled_clients import DEFAULT_DIR as TOOLS_DIR
-from compiled_clients import Cell, run_ghz, run_hey, tools
+from compiled_clients import run_ghz, run_hey, tools
 from grpc_load import infer_request, run_grpc_load
 from loadgen import Result, run_load
 from modeldeploy_server.codec import decode_v2
@@ -367,18 +367,19 @@ async def measure_grpc(
 
 
 # --------------------------------------------------------------- compiled clients (ghz, hey)
-def compiled_cells(label: str, run: Callable[[int, int], Cell]) -> dict[tuple[int, int], Cell]:
+def compiled_cells(label: str, run: Callable[[int, int], Result]) -> dict[tuple[int, int], Result]:
     """The CELLS through ``run(concurrency, rows)``; the label's * marks a compiled client."""
-    out: dict[tuple[int, int], Cell] = {}
+    out: dict[tuple[int, int], Result] = {}
     for conc, rows in CELLS:
-        out[(conc, rows)] = cell = run(conc, rows)
-        print(f"  {label + ' *':<16} c={conc:<3} rows={rows:<4} {cell.fmt()}", flush=True)
+        out[(conc, rows)] = r = run(conc, rows)
+        bad = f"  (errors: {r.errors})" if r.errors else ""
+        print(f"  {label + ' *':<16} c={conc:<3} rows={rows:<4} {fmt_cell(r)}{bad}", flush=True)
     return out
 
 
 def compiled_ours(
     compiled: tuple[Path, Path], port: int, grpc_port: int, duration: float
-) -> dict[str, dict[tuple[int, int], Cell]]:
+) -> dict[str, dict[tuple[int, int], Result]]:
     """Ours, warm from the Python clients' cells: V2 JSON and binary with hey, gRPC with ghz."""
     ghz, hey = compiled
     url = f"http://127.0.0.1:{port}/v2/models/iris/infer"
@@ -396,7 +397,7 @@ def compiled_ours(
     }
 
 
-def compiled_floor(hey: Path, port: int, duration: float) -> dict[tuple[int, int], Cell]:
+def compiled_floor(hey: Path, port: int, duration: float) -> dict[tuple[int, int], Result]:
     """bench/floor_server.py (the raw-ASGI floor) with hey: V1 JSON, as the Python client sends."""
     url = f"http://127.0.0.1:{port}/predict"
     return compiled_cells(
@@ -421,7 +422,7 @@ def grpc_floor_cells(
     logs: Path,
     duration: float,
     max_requests: int,
-) -> tuple[dict[tuple[int, int], Result], dict[tuple[int, int], Cell]]:
+) -> tuple[dict[tuple[int, int], Result], dict[tuple[int, int], Result]]:
     """bench/grpc_floor_server.py in its own process: the CELLS with the same Python client as
     ours-grpc, then with ghz when the compiled clients are there."""
     port = free_port()
@@ -458,7 +459,7 @@ def grpc_floor_cells(
             proc.wait()
 
 
-def print_compiled_summary(results: dict[str, dict[tuple[int, int], Cell]]) -> None:
+def print_compiled_summary(results: dict[str, dict[tuple[int, int], Result]]) -> None:
     if not results:
         return
     print(
@@ -475,7 +476,7 @@ def print_compiled_summary(results: dict[str, dict[tuple[int, int], Cell]]) -> N
         print(f"c={cell[0]} rows={cell[1]}:")
         for label, res in results.items():
             if cell in res:
-                print(f"  {label + ' *':<16} {res[cell].fmt()}")
+                print(f"  {label + ' *':<16} {fmt_cell(res[cell])}")
         for ours, base in pairs:
             if cell in results.get(ours, {}) and cell in results.get(base, {}):
                 o, b = results[ours][cell], results[base][cell]
@@ -883,7 +884,7 @@ def main() -> int:
     args = ap.parse_args()
     duration = min(args.duration, 20.0)
     compiled = tools(args.compiled_clients)
-    compiled_results: dict[str, dict[tuple[int, int], Cell]] = {}
+    compiled_results: dict[str, dict[tuple[int, int], Result]] = {}
 
     WORK.mkdir(exist_ok=True)
     logs = WORK / "logs"
