@@ -54,15 +54,6 @@ def wait_phase(
     return got
 
 
-def wait_ready_true(cluster: Cluster, namespace: str, name: str) -> Obj:
-    def ready() -> Obj | None:
-        md = cluster.get_md(namespace, name)
-        return md if condition(md, "Ready")["status"] == "True" else None
-
-    got: Obj = wait_until(ready, "Ready=True")
-    return got
-
-
 def served(cluster: Cluster, namespace: str, name: str) -> dict[str, str]:
     """track -> STORAGE_URI of that track's Deployment."""
     out = {}
@@ -150,7 +141,7 @@ def test_abort_by_annotation_then_retry_with_the_plugin(
     assert md["status"]["stable"]["readyReplicas"] >= 1  # stable serves throughout
     # Stable scales back from its share of the split to spec.replicas, so Ready can be False
     # (RollingOut) for a moment here; what matters is that the abort does not hold it False.
-    md = wait_ready_true(cluster, namespace, name)
+    md = wait_md_ready(cluster, namespace, name)
     degraded = condition(md, "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "RolloutAborted")
     assert "aborted by a person" in degraded["message"]
