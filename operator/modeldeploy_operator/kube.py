@@ -230,8 +230,9 @@ class Kube:
         items: list[Obj] = resp.get("items") or []
         return items
 
-    def patch_status(self, namespace: str, name: str, patch: Obj) -> None:
-        _call(
+    def patch_status(self, namespace: str, name: str, patch: Obj) -> Obj:
+        """Merge-patches status; returns the object as stored (the cache keeps it)."""
+        obj: Obj = _call(
             self.custom.patch_namespaced_custom_object_status,
             GROUP,
             VERSION,
@@ -242,6 +243,7 @@ class Kube:
             _content_type=MERGE,
             _request_timeout=self.timeout,
         )
+        return obj
 
     def event(self, md: Obj, type_: str, reason: str, message: str) -> None:
         """Best effort: an Event that cannot be posted must not fail the reconcile."""

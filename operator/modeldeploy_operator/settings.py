@@ -61,6 +61,13 @@ class OperatorSettings(BaseSettings):
         le=256,
         description="Reconciles running at once (threads; each is a chain of API round trips).",
     )
+    event_settle_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=30,
+        description="How long the reconcile after a child or pod event waits, so the burst of "
+        "events of one change (a rollout's pod and Deployment status updates) costs one run.",
+    )
     resync_seconds: float = Field(
         60.0, gt=0, description="Interval of the resync loop that re-reconciles every object."
     )

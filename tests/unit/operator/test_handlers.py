@@ -11,7 +11,7 @@ from conftest import make_md
 from modeldeploy_operator import builders
 from modeldeploy_operator.__main__ import parse_args
 from modeldeploy_operator.errors import ApiError
-from modeldeploy_operator.handlers import Runtime, _owner_name, configure_kopf, make_registry
+from modeldeploy_operator.handlers import Runtime, _kick, _owner_name, configure_kopf, make_registry
 from modeldeploy_operator.settings import OperatorSettings
 
 
@@ -25,9 +25,9 @@ def registry() -> kopf.OperatorRegistry:
 
 def test_handlers_cover_every_entry_point() -> None:
     reg = registry()
-    changing = reg._changing.get_all_handlers()
-    assert {h.id for h in changing} == {"reconcile"}
-    assert len(changing) == 3  # create, update, resume
+    # No create/update/resume handlers: kopf's diff base costs a deep copy per event and a
+    # write per change; the ModelDeployment watch decides itself (needs_run).
+    assert reg._changing.get_all_handlers() == []
     # No timers or daemons: kopf adds a finalizer to every object one of those serves.
     assert reg._spawning.get_all_handlers() == []
     watched = {
@@ -56,7 +56,6 @@ def test_kopf_settings_use_our_prefix_and_no_finalizer_handlers() -> None:
     assert settings.watching.client_timeout == 150
     assert settings.peering.standalone is True
     # no delete handlers: kopf adds a finalizer only for those
-    assert registry()._changing.get_all_handlers()
     assert all(str(h.reason) != "delete" for h in registry()._changing.get_all_handlers())
 
 
@@ -167,11 +166,11 @@ def test_a_lock_serialises_runs_of_one_object_and_leaves_others_free() -> None:
 
 
 def test_api_errors_become_temporary_errors_with_a_delay() -> None:
-    from modeldeploy_operator.handlers import _temporary
+    from modeldeploy_operator.handlers import retry_delay
 
-    assert _temporary(ApiError(409, "Conflict", "x")).delay == 2
-    assert _temporary(ApiError(503, "ServiceUnavailable", "x")).delay == 10
-    assert _temporary(ApiError(403, "Forbidden", "x")).delay == 60
+    assert retry_delay(ApiError(409, "Conflict", "x")) == 2
+    assert retry_delay(ApiError(503, "ServiceUnavailable", "x")) == 10
+    assert retry_delay(ApiError(403, "Forbidden", "x")) == 60
 
 
 def test_no_handler_makes_kopf_add_a_finalizer() -> None:
@@ -249,3 +248,79 @@ def test_listing_events_of_children_start_no_run() -> None:
     assert kube.asked == []
     asyncio.run(deliver("MODIFIED"))
     assert kube.asked == [("ns", "iris")]
+
+
+def _md(generation: int, observed: int | None, rv: str = "1", **meta: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "kind": "ModelDeployment",
+        "metadata": {
+            "name": "iris",
+            "namespace": "ns",
+            "generation": generation,
+            "resourceVersion": rv,
+            **meta,
+        },
+        "status": {} if observed is None else {"observedGeneration": observed},
+    }
+    return body
+
+
+def test_needs_run_acts_on_changes_and_not_on_our_own_status_writes() -> None:
+    from modeldeploy_operator.handlers import needs_run
+
+    done = _md(3, 3)
+    assert needs_run(done, None)  # never seen by this process: a new object or a restart
+    assert not needs_run(done, done)  # our status write echoed back, or a re-listing
+    assert needs_run(_md(4, 3), done)  # a spec change (generation) not reconciled yet
+    assert needs_run(_md(3, 3, labels={"team": "a"}), done)  # metadata the children carry
+    assert needs_run(_md(3, 3, annotations={"modeldeploy.io/pause": "x"}), done)
+    assert not needs_run(_md(4, 3, deletionTimestamp="2026-01-01T00:00:00Z"), done)
+
+
+def test_model_deployment_events_start_runs_only_when_something_changed() -> None:
+    rt = Runtime(settings=OperatorSettings(), kube=RunCountingKube())  # type: ignore[arg-type]
+    runs: list[tuple[str, str]] = []
+
+    async def run(namespace: str, name: str, **_: Any) -> None:
+        runs.append((namespace, name))
+
+    rt.run = run  # type: ignore[method-assign]
+    handler = next(
+        h
+        for h in make_registry(rt)._watching.get_all_handlers()
+        if "modeldeployments" in (h.selector.plural, h.selector.any_name)  # type: ignore[union-attr]
+    )
+
+    def deliver(event_type: str | None, body: dict[str, Any]) -> None:
+        asyncio.run(handler.fn(type=event_type, body=body, namespace="ns", name="iris"))
+
+    deliver(None, _md(2, 2, rv="10"))  # the first listing after a start: resume
+    assert len(runs) == 1
+    deliver(None, _md(2, 2, rv="10"))  # a re-listing after a watch reconnect: nothing new
+    deliver("MODIFIED", _md(2, 2, rv="11"))  # a status-only write
+    assert len(runs) == 1
+    deliver("MODIFIED", _md(3, 2, rv="12"))  # kubectl apply of a new spec
+    assert len(runs) == 2
+    assert rt.cache.lookup("ModelDeployment", "ns", "iris")[1]["metadata"]["generation"] == 3  # type: ignore[index]
+    deliver("DELETED", _md(3, 3, rv="13"))
+    assert rt.cache.lookup("ModelDeployment", "ns", "iris") == (False, None)
+    assert ("ns", "iris") not in rt.known
+
+
+def test_a_run_failing_on_the_api_is_retried_later() -> None:
+    rt = Runtime(settings=OperatorSettings(), kube=RunCountingKube())  # type: ignore[arg-type]
+    rt.known.add(("ns", "iris"))
+
+    async def run(namespace: str, name: str, **_: Any) -> None:
+        raise ApiError(409, "Conflict", "the object has been modified")
+
+    rt.run = run  # type: ignore[method-assign]
+
+    async def kick() -> float:
+        await _kick(rt, "ns", "iris")
+        timer = rt.timers[("ns", "iris")]
+        delay = timer.when() - asyncio.get_running_loop().time()
+        timer.cancel()
+        return delay
+
+    assert 1.0 < asyncio.run(kick()) <= 2.0  # retry_delay of a conflict

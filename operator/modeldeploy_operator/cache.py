@@ -1,0 +1,272 @@
+"""What the watches have shown, so an event-driven reconcile reads memory instead of the API server.
+
+A reconcile used to cost a chain of round trips (the ModelDeployment, three to seven children,
+a pod LIST, then its writes). With 500 objects those reads were most of the operator's time
+and a large share of the API server's CPU (docs/operations.md, "Scale"), and each of them
+waited behind the others on a busy control plane. kopf already watches ModelDeployments,
+Deployments, Services, HTTPRoutes and Pods; this keeps what those watches delivered (and what
+our own writes returned), the way an informer cache does for a Go controller.
+
+The rules that keep it honest:
+
+* **A miss is "unknown", not "absent".** Only a DELETED event, our own delete or a 404 from a
+  real read records that an object does not exist; anything else unknown is read from the API
+  server (and kept). So a restarted operator, whose watches are still listing, never takes
+  a child it has not seen yet for a missing one (and never applies over a same-named child
+  that someone else controls).
+* **Newer wins.** Watch events can arrive after the response of our own later write; an entry
+  is replaced only by a body with a resourceVersion at least as new. (resourceVersions are
+  etcd revisions on every API server this runs against; when one is not a number, the latest
+  arrival wins.) A read result is stored only if no event touched the key while it was in
+  flight, so a slow GET or LIST never overwrites what a watch said meanwhile.
+* **Pods of an object are trusted only after one LIST of them**; the pod watch keeps them from
+  then on. A watch may have been listing when the object's first pods appeared.
+* **Thorough runs (the resync loop) read everything for real** and refresh the cache, so a
+  deletion lost in a watch gap (kopf's re-listing only adds) or a hand edit of an unwatched
+  child (HorizontalPodAutoscaler, PodDisruptionBudget, ServiceAccount, ClusterRoleBinding,
+  whose entries come from our own writes) is found within a resync interval, as before.
+* **Memory goes with the object.** Bodies are kept without ``metadata.managedFields`` (often
+  half an object, and never read); every entry recorded for a ModelDeployment goes when it is
+  deleted; watched objects go with their DELETED events. Secrets are never kept.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from modeldeploy_operator.api import KIND, LABEL_INSTANCE
+from modeldeploy_operator.reconcile import Cluster
+
+Obj = dict[str, Any]
+Key = tuple[str, str, str]  # (kind, namespace, name); namespace "" for cluster-scoped kinds
+Owner = tuple[str, str]  # (namespace, ModelDeployment name)
+
+POD = "Pod"
+NEVER_KEPT = frozenset({"Secret"})
+
+
+@dataclass
+class _Entry:
+    body: Obj | None  # None: known not to exist
+    stamp: int  # the cache's write counter when this entry was last written
+    owner: Owner | None
+
+
+def _version(body: Obj | None) -> int | None:
+    rv = ((body or {}).get("metadata") or {}).get("resourceVersion")
+    return int(rv) if isinstance(rv, str) and rv.isdigit() else None
+
+
+def slim(body: Any) -> Obj:
+    """A plain dict of ``body`` without managedFields (shared nested values, not a deep copy)."""
+    out: Obj = dict(body)
+    meta = out.get("metadata")
+    if meta is not None:
+        out["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    return out
+
+
+def _selector(selector: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in selector.split(",") if "=" in part)
+
+
+class WatchCache:
+    """Thread-safe: the event loop feeds it from the watches, reconcile workers read it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stamp = 0
+        self._objects: dict[Key, _Entry] = {}
+        self._owned: dict[Owner, set[Key]] = {}  # keys recorded for an object, to drop with it
+        self._pods: dict[Owner, dict[str, Obj]] = {}  # by the pods' instance label
+        self._pods_listed: set[Owner] = set()
+        self._pods_touched: dict[Owner, int] = {}
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._objects) + sum(len(p) for p in self._pods.values())
+
+    def stamp(self) -> int:
+        """The write counter now: pass it back to ``stored``/``pods_listed`` after a read."""
+        with self._lock:
+            return self._stamp
+
+    # -- fed by the watches (kopf's events, its listings included)
+    def seen(self, kind: str, body: Any, deleted: bool) -> None:
+        meta = body.get("metadata") or {}
+        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+        if kind == POD:
+            self._pod_seen(namespace, name, body, deleted)
+            return
+        key = (kind, namespace, name)
+        with self._lock:
+            self._stamp += 1
+            old = self._objects.get(key)
+            if deleted:
+                # Only the incarnation that was deleted: ours may already have replaced it.
+                old_uid = ((old.body or {}).get("metadata") or {}).get("uid") if old else None
+                if old is not None and old_uid in (None, meta.get("uid")):
+                    self._objects[key] = _Entry(None, self._stamp, old.owner)
+                    if old.owner is None:
+                        del self._objects[key]  # nothing would ever drop a watched tombstone
+                return
+            if old is not None and old.body is not None and not self._newer(body, old.body):
+                return
+            self._objects[key] = _Entry(slim(body), self._stamp, old.owner if old else None)
+
+    def _pod_seen(self, namespace: str, name: str, body: Any, deleted: bool) -> None:
+        instance = ((body.get("metadata") or {}).get("labels") or {}).get(LABEL_INSTANCE)
+        if not instance:
+            return
+        owner = (namespace, str(instance))
+        with self._lock:
+            self._stamp += 1
+            self._pods_touched[owner] = self._stamp
+            pods = self._pods.setdefault(owner, {})
+            old = pods.get(name)
+            if deleted:
+                pods.pop(name, None)
+            elif old is None or self._newer(body, old):
+                pods[name] = slim(body)
+
+    @staticmethod
+    def _newer(new: Any, old: Obj) -> bool:
+        a, b = _version(new), _version(old)
+        return a is None or b is None or a >= b
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The ModelDeployment is gone: drop it and everything recorded for it."""
+        owner = (namespace, name)
+        with self._lock:
+            self._stamp += 1
+            self._objects.pop((KIND, namespace, name), None)
+            for key in self._owned.pop(owner, set()):
+                entry = self._objects.get(key)
+                if entry is not None and entry.owner == owner:
+                    del self._objects[key]
+            self._pods.pop(owner, None)
+            self._pods_listed.discard(owner)
+            self._pods_touched.pop(owner, None)
+
+    # -- used by reconciles
+    def lookup(self, kind: str, namespace: str, name: str) -> tuple[bool, Obj | None]:
+        """(known, body): known False means ask the API server."""
+        with self._lock:
+            entry = self._objects.get((kind, namespace, name))
+        return (False, None) if entry is None else (True, entry.body)
+
+    def stored(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        body: Obj | None,
+        *,
+        owner: Owner | None,
+        since: int | None = None,
+    ) -> None:
+        """Records a read (``since``: the stamp taken before it; skipped if an event touched the
+        key meanwhile) or a write's response (``since`` None: it is the newest there is)."""
+        if kind in NEVER_KEPT:
+            return
+        key = (kind, namespace, name)
+        with self._lock:
+            old = self._objects.get(key)
+            if since is not None and old is not None and old.stamp > since:
+                return
+            stale = old is not None and old.body is not None and not self._newer(body, old.body)
+            if body is not None and stale:
+                return
+            self._stamp += 1
+            keep_owner = owner or (old.owner if old else None)
+            self._objects[key] = _Entry(
+                slim(body) if body is not None else None, self._stamp, keep_owner
+            )
+            if keep_owner is not None:
+                self._owned.setdefault(keep_owner, set()).add(key)
+
+    def pods(self, namespace: str, selector: str) -> list[Obj] | None:
+        """The pods matching ``selector`` (which names one object's instance label), or None
+        when they were never listed: ask the API server."""
+        wanted = _selector(selector)
+        owner = (namespace, wanted.get(LABEL_INSTANCE, ""))
+        with self._lock:
+            if owner not in self._pods_listed:
+                return None
+            pods = list(self._pods.get(owner, {}).values())
+        return [
+            p
+            for p in pods
+            if all(
+                ((p.get("metadata") or {}).get("labels") or {}).get(k) == v
+                for k, v in wanted.items()
+            )
+        ]
+
+    def pods_listed(self, namespace: str, selector: str, items: list[Obj], since: int) -> None:
+        """A real LIST's result: trusted from now on, unless a pod event came in meanwhile."""
+        owner = (namespace, _selector(selector).get(LABEL_INSTANCE, ""))
+        if not owner[1]:
+            return
+        with self._lock:
+            if self._pods_touched.get(owner, 0) > since:
+                return
+            self._stamp += 1
+            self._pods[owner] = {str(p["metadata"]["name"]): slim(p) for p in items}
+            self._pods_listed.add(owner)
+            self._pods_touched[owner] = self._stamp
+
+
+class CachedCluster:
+    """``reconcile.Cluster`` for one run over one ModelDeployment: reads from the cache where it
+    knows, from ``inner`` (kube.Kube) otherwise or when ``thorough``; writes go to ``inner``
+    and their responses into the cache."""
+
+    def __init__(self, inner: Cluster, cache: WatchCache, owner: Owner, thorough: bool) -> None:
+        self.inner, self.cache, self.owner, self.thorough = inner, cache, owner, thorough
+        self.reads = 0  # round trips this run made for reads (the rest came from memory)
+
+    def get(self, kind: str, namespace: str, name: str) -> Obj | None:
+        if not self.thorough and kind not in NEVER_KEPT:
+            known, body = self.cache.lookup(kind, namespace, name)
+            if known:
+                return body
+        since = self.cache.stamp()
+        self.reads += 1
+        body = self.inner.get(kind, namespace, name)
+        self.cache.stored(kind, namespace, name, body, owner=self.owner, since=since)
+        return body
+
+    def apply(self, manifest: Obj) -> Obj:
+        obj = self.inner.apply(manifest)
+        meta = manifest["metadata"]
+        self.cache.stored(
+            manifest["kind"], str(meta.get("namespace") or ""), meta["name"], obj, owner=self.owner
+        )
+        return obj
+
+    def delete(self, kind: str, namespace: str, name: str, uid: str | None) -> None:
+        self.inner.delete(kind, namespace, name, uid)
+        self.cache.stored(kind, namespace, name, None, owner=self.owner)
+
+    def list_pods(self, namespace: str, selector: str) -> list[Obj]:
+        if not self.thorough:
+            pods = self.cache.pods(namespace, selector)
+            if pods is not None:
+                return pods
+        since = self.cache.stamp()
+        self.reads += 1
+        items = self.inner.list_pods(namespace, selector)
+        self.cache.pods_listed(namespace, selector, items, since)
+        return items
+
+    def patch_status(self, namespace: str, name: str, patch: Obj) -> Obj | None:
+        obj = self.inner.patch_status(namespace, name, patch)
+        if obj:
+            self.cache.stored(KIND, namespace, name, obj, owner=None)
+        return obj
+
+    def event(self, md: Obj, type_: str, reason: str, message: str) -> None:
+        self.inner.event(md, type_, reason, message)
