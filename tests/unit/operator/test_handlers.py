@@ -51,6 +51,9 @@ def test_kopf_settings_use_our_prefix_and_no_finalizer_handlers() -> None:
     configure_kopf(settings, OperatorSettings(watch_server_timeout=123, watch_client_timeout=150))
     assert settings.persistence.progress_storage.prefix == "modeldeploy.io"  # type: ignore[attr-defined]
     assert settings.persistence.diffbase_storage.prefix == "modeldeploy.io"  # type: ignore[attr-defined]
+    # no change handlers, so no per-event deep copy of the object to diff
+    body = kopf.Body({"metadata": {"name": "iris"}, "spec": {"replicas": 2}})
+    assert settings.persistence.diffbase_storage.build(body=body) == {}
     assert settings.watching.server_timeout == 123
     assert isinstance(settings.watching.server_timeout, int)
     assert settings.watching.client_timeout == 150
