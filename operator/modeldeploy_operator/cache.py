@@ -19,15 +19,18 @@ The rules that keep it honest:
   etcd revisions on every API server this runs against; when one is not a number, the latest
   arrival wins.) A read result is stored only if no event touched the key while it was in
   flight, so a slow GET or LIST never overwrites what a watch said meanwhile.
-* **Pods of an object are trusted only after one LIST of them**; the pod watch keeps them from
-  then on. A watch may have been listing when the object's first pods appeared.
+* **Pods of an object are trusted only after one LIST of them** that no pod event raced; the
+  pod watch keeps them from then on. A watch may have been listing when the object's first
+  pods appeared.
 * **Thorough runs (the resync loop) read everything for real** and refresh the cache, so a
   deletion lost in a watch gap (kopf's re-listing only adds) or a hand edit of an unwatched
   child (HorizontalPodAutoscaler, PodDisruptionBudget, ServiceAccount, ClusterRoleBinding,
   whose entries come from our own writes) is found within a resync interval, as before.
 * **Memory goes with the object.** Bodies are kept without ``metadata.managedFields`` (often
   half an object, and never read); every entry recorded for a ModelDeployment goes when it is
-  deleted; watched objects go with their DELETED events. Secrets are never kept.
+  deleted, and nothing is recorded for one that is gone (a run that outlived it, the pod
+  events of its garbage collection); watched objects go with their DELETED events. Secrets
+  are never kept.
 """
 
 from __future__ import annotations
@@ -80,16 +83,20 @@ class WatchCache:
         self._stamp = 0
         self._objects: dict[Key, _Entry] = {}
         self._owned: dict[Owner, set[Key]] = {}  # keys recorded for an object, to drop with it
-        self._pods: dict[Owner, dict[str, Obj]] = {}  # by the pods' instance label
-        self._pods_listed: set[Owner] = set()
-        self._pods_touched: dict[Owner, int] = {}
+        # The pods of each object whose pods were listed once (by the pods' instance label);
+        # the watch keeps them from then on. Pods of other objects are not kept: nothing would
+        # read them before that object's first LIST, which replaces them all.
+        self._pods: dict[Owner, dict[str, Obj]] = {}
+        # Objects whose pod LIST is in flight -> whether a pod event came in meanwhile (the per-
+        # object lock serialises runs, so one LIST per object at a time).
+        self._listing: dict[Owner, bool] = {}
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._objects) + sum(len(p) for p in self._pods.values())
 
     def stamp(self) -> int:
-        """The write counter now: pass it back to ``stored``/``pods_listed`` after a read."""
+        """The write counter now: pass it back to ``stored`` after a read."""
         with self._lock:
             return self._stamp
 
@@ -122,9 +129,11 @@ class WatchCache:
             return
         owner = (namespace, str(instance))
         with self._lock:
-            self._stamp += 1
-            self._pods_touched[owner] = self._stamp
-            pods = self._pods.setdefault(owner, {})
+            if owner in self._listing:
+                self._listing[owner] = True
+            pods = self._pods.get(owner)
+            if pods is None:
+                return
             old = pods.get(name)
             if deleted:
                 pods.pop(name, None)
@@ -147,8 +156,6 @@ class WatchCache:
                 if entry is not None and entry.owner == owner:
                     del self._objects[key]
             self._pods.pop(owner, None)
-            self._pods_listed.discard(owner)
-            self._pods_touched.pop(owner, None)
 
     # -- used by reconciles
     def lookup(self, kind: str, namespace: str, name: str) -> tuple[bool, Obj | None]:
@@ -173,6 +180,8 @@ class WatchCache:
             return
         key = (kind, namespace, name)
         with self._lock:
+            if owner is not None and (KIND, *owner) not in self._objects:
+                return  # a run that outlived its object: nothing would ever drop the entry
             old = self._objects.get(key)
             if since is not None and old is not None and old.stamp > since:
                 return
@@ -193,9 +202,10 @@ class WatchCache:
         wanted = _selector(selector)
         owner = (namespace, wanted.get(LABEL_INSTANCE, ""))
         with self._lock:
-            if owner not in self._pods_listed:
+            kept = self._pods.get(owner)
+            if kept is None:
                 return None
-            pods = list(self._pods.get(owner, {}).values())
+            pods = list(kept.values())
         return [
             p
             for p in pods
@@ -205,18 +215,21 @@ class WatchCache:
             )
         ]
 
-    def pods_listed(self, namespace: str, selector: str, items: list[Obj], since: int) -> None:
-        """A real LIST's result: trusted from now on, unless a pod event came in meanwhile."""
+    def listing(self, namespace: str, selector: str) -> None:
+        """A real pod LIST for the object ``selector`` names starts now."""
         owner = (namespace, _selector(selector).get(LABEL_INSTANCE, ""))
-        if not owner[1]:
-            return
         with self._lock:
-            if self._pods_touched.get(owner, 0) > since:
+            self._listing[owner] = False
+
+    def listed(self, namespace: str, selector: str, items: list[Obj] | None) -> None:
+        """Its result (None: it failed): trusted from now on, unless a pod event came in while
+        it was in flight (then the next run lists again) or the object is gone meanwhile."""
+        owner = (namespace, _selector(selector).get(LABEL_INSTANCE, ""))
+        with self._lock:
+            raced = self._listing.pop(owner, True)
+            if items is None or raced or not owner[1] or (KIND, *owner) not in self._objects:
                 return
-            self._stamp += 1
             self._pods[owner] = {str(p["metadata"]["name"]): slim(p) for p in items}
-            self._pods_listed.add(owner)
-            self._pods_touched[owner] = self._stamp
 
 
 class CachedCluster:
@@ -256,10 +269,13 @@ class CachedCluster:
             pods = self.cache.pods(namespace, selector)
             if pods is not None:
                 return pods
-        since = self.cache.stamp()
         self.reads += 1
-        items = self.inner.list_pods(namespace, selector)
-        self.cache.pods_listed(namespace, selector, items, since)
+        self.cache.listing(namespace, selector)
+        items: list[Obj] | None = None
+        try:
+            items = self.inner.list_pods(namespace, selector)
+        finally:
+            self.cache.listed(namespace, selector, items)
         return items
 
     def patch_status(self, namespace: str, name: str, patch: Obj) -> Obj | None:

@@ -35,10 +35,18 @@ def pod(name: str, rv: str, owner: str = "iris") -> Obj:
     return body
 
 
+def known_cache(*names: str) -> WatchCache:
+    """A cache whose watch has shown these ModelDeployments (children are kept only for one)."""
+    cache = WatchCache()
+    for name in names or ("iris",):
+        cache.seen("ModelDeployment", obj("ModelDeployment", name, "1"), deleted=False)
+    return cache
+
+
 def test_a_miss_is_read_from_the_api_server_and_then_served_from_memory() -> None:
     fake = FakeCluster()
     fake.objects[("Service", "ns", "iris")] = obj("Service", "iris", "5")
-    cluster = CachedCluster(fake, WatchCache(), ("ns", "iris"), thorough=False)
+    cluster = CachedCluster(fake, known_cache(), ("ns", "iris"), thorough=False)
     first = cluster.get("Service", "ns", "iris")
     second = cluster.get("Service", "ns", "iris")
     assert first is not None
@@ -49,7 +57,7 @@ def test_a_miss_is_read_from_the_api_server_and_then_served_from_memory() -> Non
 
 
 def test_absent_is_remembered_only_from_a_real_answer() -> None:
-    fake, cache = FakeCluster(), WatchCache()
+    fake, cache = FakeCluster(), known_cache()
     cluster = CachedCluster(fake, cache, ("ns", "iris"), thorough=False)
     assert cluster.get("Deployment", "ns", "iris-canary") is None  # a 404: known absent now
     assert cluster.get("Deployment", "ns", "iris-canary") is None
@@ -61,7 +69,7 @@ def test_absent_is_remembered_only_from_a_real_answer() -> None:
 
 
 def test_an_older_watch_event_does_not_replace_our_newer_write() -> None:
-    fake, cache = FakeCluster(), WatchCache()
+    fake, cache = FakeCluster(), known_cache()
     cluster = CachedCluster(fake, cache, ("ns", "iris"), thorough=False)
     cache.stored(
         "Deployment",
@@ -81,7 +89,7 @@ def test_an_older_watch_event_does_not_replace_our_newer_write() -> None:
 
 
 def test_a_read_in_flight_does_not_overwrite_what_a_watch_said_meanwhile() -> None:
-    cache = WatchCache()
+    cache = known_cache()
     since = cache.stamp()
     cache.seen("Service", obj("Service", "iris", "7"), deleted=False)  # arrives during the GET
     cache.stored("Service", "ns", "iris", None, owner=("ns", "iris"), since=since)  # stale 404
@@ -91,7 +99,7 @@ def test_a_read_in_flight_does_not_overwrite_what_a_watch_said_meanwhile() -> No
 
 
 def test_a_delete_event_of_an_older_incarnation_keeps_the_new_one() -> None:
-    cache = WatchCache()
+    cache = known_cache()
     cache.stored("Deployment", "ns", "d", obj("Deployment", "d", "30", uid="new"), owner=None)
     cache.seen("Deployment", obj("Deployment", "d", "25", uid="old"), deleted=True)
     assert cache.lookup("Deployment", "ns", "d")[1] is not None
@@ -100,7 +108,7 @@ def test_a_delete_event_of_an_older_incarnation_keeps_the_new_one() -> None:
 
 
 def test_thorough_runs_read_for_real_and_refresh_the_cache() -> None:
-    fake, cache = FakeCluster(), WatchCache()
+    fake, cache = FakeCluster(), known_cache()
     cache.seen("Service", obj("Service", "iris", "3"), deleted=False)  # a ghost: deleted in a gap
     cluster = CachedCluster(fake, cache, ("ns", "iris"), thorough=True)
     assert cluster.get("Service", "ns", "iris") is None
@@ -109,7 +117,7 @@ def test_thorough_runs_read_for_real_and_refresh_the_cache() -> None:
 
 
 def test_pods_are_trusted_after_one_list_and_kept_by_the_watch() -> None:
-    fake, cache = FakeCluster(), WatchCache()
+    fake, cache = FakeCluster(), known_cache()
     cache.seen("Pod", pod("early", "1"), deleted=False)  # seen while the watch was listing
     cluster = CachedCluster(fake, cache, ("ns", "iris"), thorough=False)
     fake.pods = [pod("early", "1"), pod("listed-only", "2")]
@@ -128,16 +136,36 @@ def test_pods_are_trusted_after_one_list_and_kept_by_the_watch() -> None:
 
 
 def test_a_list_racing_a_pod_event_is_used_once_but_not_trusted() -> None:
-    fake, cache = FakeCluster(), WatchCache()
-    since = cache.stamp()
+    cache = known_cache()
+    cache.listing("ns", SELECTOR)
     cache.seen("Pod", pod("p", "1"), deleted=True)  # an event for the object during the LIST
-    cache.pods_listed("ns", SELECTOR, [pod("p", "0")], since)
+    cache.listed("ns", SELECTOR, [pod("p", "0")])
     assert cache.pods("ns", SELECTOR) is None  # still unknown: the next run lists again
-    assert fake.calls == []
+    cache.listing("ns", SELECTOR)
+    cache.listed("ns", SELECTOR, None)  # a LIST that failed teaches nothing either
+    assert cache.pods("ns", SELECTOR) is None
+    cache.listing("ns", SELECTOR)
+    cache.listed("ns", SELECTOR, [])
+    assert cache.pods("ns", SELECTOR) == []
+
+
+def test_nothing_is_kept_for_an_object_that_is_gone() -> None:
+    """A run that outlived its object, or the pod events of its garbage collection, must not
+    leave entries behind that nothing would ever drop."""
+    fake, cache = FakeCluster(), known_cache()
+    cluster = CachedCluster(fake, cache, ("ns", "iris"), thorough=False)
+    fake.pods = [pod("p", "1")]
+    cluster.list_pods("ns", SELECTOR)
+    cache.forget("ns", "iris")
+    assert cluster.get("Service", "ns", "iris-stable") is None  # a 404 after the deletion
+    cache.seen("Pod", pod("p", "2"), deleted=False)  # its pods terminating afterwards
+    cache.seen("Pod", pod("p", "3"), deleted=True)
+    cluster.list_pods("ns", SELECTOR)
+    assert len(cache) == 0
 
 
 def test_writes_go_through_and_their_answers_are_kept() -> None:
-    fake, cache = FakeCluster(), WatchCache()
+    fake, cache = FakeCluster(), known_cache()
     cluster = CachedCluster(fake, cache, ("ns", "iris"), thorough=False)
     cluster.apply(
         {
@@ -158,24 +186,25 @@ def test_writes_go_through_and_their_answers_are_kept() -> None:
 
 
 def test_secrets_are_never_kept() -> None:
-    fake, cache = FakeCluster(), WatchCache()
+    fake, cache = FakeCluster(), known_cache()
     fake.objects[("Secret", "ns", "modeldeploy-mlflow")] = obj("Secret", "modeldeploy-mlflow", "1")
     cluster = CachedCluster(fake, cache, ("ns", "iris"), thorough=False)
     cluster.get("Secret", "ns", "modeldeploy-mlflow")
     cluster.get("Secret", "ns", "modeldeploy-mlflow")
     assert fake.calls == ["get Secret/modeldeploy-mlflow"] * 2
-    assert len(cache) == 0
+    assert len(cache) == 1  # the ModelDeployment only
 
 
 def test_everything_recorded_for_an_object_goes_with_it() -> None:
-    fake, cache = FakeCluster(), WatchCache()
+    fake, cache = FakeCluster(), known_cache()
     cluster = CachedCluster(fake, cache, ("ns", "iris"), thorough=False)
     for name in ("iris", "iris-stable", "iris-canary"):
         cluster.get("Service", "ns", name)  # absent: recorded as such for this object
     fake.pods = [pod("p", "1")]
     cluster.list_pods("ns", SELECTOR)
     cache.seen("ModelDeployment", obj("ModelDeployment", "iris", "1"), deleted=False)
+    cache.seen("ModelDeployment", obj("ModelDeployment", "wine", "1"), deleted=False)
     cache.stored("Service", "ns", "wine", None, owner=("ns", "wine"))
     cache.forget("ns", "iris")
-    assert len(cache) == 1  # only the other object's entry
+    assert len(cache) == 2  # only the other object and its entry
     assert cache.pods("ns", SELECTOR) is None
