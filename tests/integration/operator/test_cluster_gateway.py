@@ -298,12 +298,17 @@ def test_a_route_the_gateway_refuses_is_degraded_and_the_service_split_keeps_wor
 
     said = gateway.wait(refused, "Traefik to refuse the route", CONVERGE_S)["Accepted"]
 
+    # Degraded can be said before every pod is ready (the operator reads the route's status from
+    # its watch at once); the split below is a claim about the settled state.
     def degraded() -> Obj | None:
         md = cluster.get_md(namespace, MODEL)
         c = condition(md, "Degraded")
-        return md if c and c["status"] == "True" and c.get("reason") in REFUSED else None
+        settled = (md.get("status") or {}).get("readyReplicas") == 10
+        return (
+            md if c and c["status"] == "True" and c.get("reason") in REFUSED and settled else None
+        )
 
-    md = wait_until(degraded, "Degraded: RouteNotAccepted")
+    md = wait_until(degraded, "Degraded: RouteNotAccepted with all 10 replicas ready")
     c = condition(md, "Degraded")
     assert c is not None
     assert c["reason"] == "RouteNotAccepted", c
