@@ -77,11 +77,17 @@ def describe(body: Obj) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from modeldeploy_operator.kube import Kube, context_namespace, load_api_client
+    from modeldeploy_operator import kubeauth
+    from modeldeploy_operator.kube import Kube
 
-    kube = Kube(load_api_client(kubeconfig=args.kubeconfig, context=args.context))
-    ns = args.namespace or context_namespace(args.kubeconfig, args.context)
     try:
+        creds = kubeauth.load(args.kubeconfig, args.context)
+    except kubeauth.CredentialsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    ns = args.namespace or creds.namespace
+    try:
+        kube = Kube(creds)
         body = kube.get_model_deployment(ns, args.name)
         if body is None:
             print(f"error: modeldeployment {ns}/{args.name} not found", file=sys.stderr)

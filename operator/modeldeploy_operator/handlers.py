@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import kopf
 
-from modeldeploy_operator import metrics
+from modeldeploy_operator import kubeauth, metrics
 from modeldeploy_operator.api import (
     GROUP,
     KIND,
@@ -48,7 +48,7 @@ from modeldeploy_operator.builders import HTTP_PORT
 from modeldeploy_operator.cache import CachedCluster, WatchCache
 from modeldeploy_operator.drift import DriftReport, summarize
 from modeldeploy_operator.errors import ApiError, ObjectGoneError
-from modeldeploy_operator.kube import Kube, load_api_client
+from modeldeploy_operator.kube import Kube
 from modeldeploy_operator.metrics import OperatorMetrics
 from modeldeploy_operator.plan import orphan_reason
 from modeldeploy_operator.reconcile import Baseline, InvalidSpecError, Outcome, reconcile
@@ -157,6 +157,7 @@ class Runtime:
     kicks: set[asyncio.Task[None]] = field(default_factory=set)
     resync_task: asyncio.Task[None] | None = None
     drift_task: asyncio.Task[None] | None = None
+    logged_in: bool = False  # kopf logs in again only after the API server refused a token
     pool: ThreadPoolExecutor | None = None
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     reconciles: int = 0
@@ -494,15 +495,37 @@ def _owner_name(body: Any) -> str | None:
     return None
 
 
+def connection_info(creds: kubeauth.Credentials) -> kopf.ConnectionInfo:
+    """kubeauth's credentials as kopf's watches take them."""
+    token = creds.bearer()
+    return kopf.ConnectionInfo(
+        server=creds.server,
+        ca_path=creds.ca_file,
+        ca_data=None if creds.ca_file else creds.ca_pem,
+        insecure=creds.insecure or None,
+        certificate_path=creds.cert_file,
+        certificate_data=None if creds.cert_file else creds.cert_pem,
+        private_key_path=creds.key_file,
+        private_key_data=None if creds.key_file else creds.key_pem,
+        token=token,
+        username=None if token else creds.username,
+        password=None if token else creds.password,
+        default_namespace=creds.namespace,
+    )
+
+
 def make_registry(rt: Runtime) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # An explicit registry has no fallback login: use the same kubeconfig / in-cluster
-        # credentials as kube.py, through the official client.
-        info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
-        return info
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        # kopf calls this at start and after a 401: the same credentials as kube.py, the
+        # current token included (a rotated ServiceAccount token, a plugin's new one).
+        creds = rt.kube.rest.credentials
+        if rt.logged_in and creds.expire_if_refreshable():
+            log.info("the API server refused the watches' token: reading it again")
+        rt.logged_in = True
+        return connection_info(creds)
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -656,8 +679,15 @@ def run_operator(
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings = OperatorSettings()
     # One pooled connection per reconcile worker, so no worker waits for a connection.
-    client = load_api_client(connections=settings.reconcile_workers + 4)
-    kube = Kube(client, request_timeout=settings.api_request_timeout)
+    try:
+        creds = kubeauth.load()
+    except kubeauth.CredentialsError as e:
+        raise SystemExit(f"cannot reach the API server: {e}") from e
+    kube = Kube(
+        creds,
+        connections=settings.reconcile_workers + 4,
+        request_timeout=settings.api_request_timeout,
+    )
     rt = Runtime(settings=settings, kube=kube)
     if settings.metrics_port:
         try:
