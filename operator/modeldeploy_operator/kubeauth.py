@@ -264,7 +264,8 @@ def from_kubeconfig(paths: list[str], context: str | None = None) -> Credentials
     cluster = named["clusters"][cluster_name]
     user = named["users"].get(user_name or "", {})
 
-    def rel(section: str, item: str, value: Any) -> str | None:
+    def rel(section: str, item: Any, value: Any) -> str | None:
+        # No value, no lookup: an undefined user's fields are all empty.
         return os.path.join(bases[(section, item)], str(value)) if value else None
 
     server = cluster.get("server")
@@ -272,10 +273,6 @@ def from_kubeconfig(paths: list[str], context: str | None = None) -> Credentials
         raise CredentialsError(f"cluster {cluster_name!r} in the kubeconfig has no server")
     # A legacy auth-provider: only the access-token it cached (as kopf does).
     provider_token = ((user.get("auth-provider") or {}).get("config") or {}).get("access-token")
-    users_rel: dict[str, str | None] = {
-        k: rel("users", user_name, user.get(k)) if user_name in named["users"] else None
-        for k in ("client-certificate", "client-key", "tokenFile")
-    }
     return Credentials(
         server=str(server).rstrip("/"),
         namespace=str(ctx.get("namespace") or "default"),
@@ -285,10 +282,10 @@ def from_kubeconfig(paths: list[str], context: str | None = None) -> Credentials
         tls_server_name=cluster.get("tls-server-name"),
         cert_pem=_pem(user.get("client-certificate-data")),
         key_pem=_pem(user.get("client-key-data")),
-        cert_file=users_rel["client-certificate"],
-        key_file=users_rel["client-key"],
+        cert_file=rel("users", user_name, user.get("client-certificate")),
+        key_file=rel("users", user_name, user.get("client-key")),
         token=user.get("token") or provider_token,
-        token_file=users_rel["tokenFile"] if not user.get("token") else None,
+        token_file=None if user.get("token") else rel("users", user_name, user.get("tokenFile")),
         username=user.get("username"),
         password=user.get("password"),
         exec_config=user.get("exec"),
