@@ -17,8 +17,9 @@ The rules that keep it honest:
 * **Newer wins.** Watch events can arrive after the response of our own later write; an entry
   is replaced only by a body with a resourceVersion at least as new. (resourceVersions are
   etcd revisions on every API server this runs against; when one is not a number, the latest
-  arrival wins.) A read result is stored only if no event touched the key while it was in
-  flight, so a slow GET or LIST never overwrites what a watch said meanwhile.
+  arrival wins.) A read result is stored only if no event touched the key (for a pod LIST:
+  the object's pods) while it was in flight, so a slow GET or LIST never overwrites what a
+  watch said meanwhile; one in-flight flag per read says so, and goes with the read.
 * **Pods of an object are trusted only after one LIST of them** that no pod event raced; the
   pod watch keeps them from then on. A watch may have been listing when the object's first
   pods appeared.
@@ -52,8 +53,7 @@ NEVER_KEPT = frozenset({"Secret"})
 
 @dataclass
 class _Entry:
-    body: Obj | None  # None: known not to exist
-    stamp: int  # the cache's write counter when this entry was last written
+    body: Obj | None  # None: known not to exist (only for an object's child, dropped with it)
     owner: Owner | None
 
 
@@ -80,25 +80,20 @@ class WatchCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._stamp = 0
         self._objects: dict[Key, _Entry] = {}
         self._owned: dict[Owner, set[Key]] = {}  # keys recorded for an object, to drop with it
         # The pods of each object whose pods were listed once (by the pods' instance label);
         # the watch keeps them from then on. Pods of other objects are not kept: nothing would
         # read them before that object's first LIST, which replaces them all.
         self._pods: dict[Owner, dict[str, Obj]] = {}
-        # Objects whose pod LIST is in flight -> whether a pod event came in meanwhile (the per-
-        # object lock serialises runs, so one LIST per object at a time).
-        self._listing: dict[Owner, bool] = {}
+        # Reads in flight -> whether an event touched what they read meanwhile: a GET by its key,
+        # a pod LIST by (Pod, namespace, instance). The per-object lock serialises runs, so one
+        # read per key at a time.
+        self._in_flight: dict[Key, bool] = {}
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._objects) + sum(len(p) for p in self._pods.values())
-
-    def stamp(self) -> int:
-        """The write counter now: pass it back to ``stored`` after a read."""
-        with self._lock:
-            return self._stamp
 
     # -- fed by the watches (kopf's events, its listings included)
     def seen(self, kind: str, body: Any, deleted: bool) -> None:
@@ -109,19 +104,17 @@ class WatchCache:
             return
         key = (kind, namespace, name)
         with self._lock:
-            self._stamp += 1
+            self._touch(key)
             old = self._objects.get(key)
             if deleted:
                 # Only the incarnation that was deleted: ours may already have replaced it.
                 old_uid = ((old.body or {}).get("metadata") or {}).get("uid") if old else None
                 if old is not None and old_uid in (None, meta.get("uid")):
-                    self._objects[key] = _Entry(None, self._stamp, old.owner)
-                    if old.owner is None:
-                        del self._objects[key]  # nothing would ever drop a watched tombstone
+                    self._put(key, None, old.owner)
                 return
             if old is not None and old.body is not None and not self._newer(body, old.body):
                 return
-            self._objects[key] = _Entry(slim(body), self._stamp, old.owner if old else None)
+            self._objects[key] = _Entry(slim(body), old.owner if old else None)
 
     def _pod_seen(self, namespace: str, name: str, body: Any, deleted: bool) -> None:
         instance = ((body.get("metadata") or {}).get("labels") or {}).get(LABEL_INSTANCE)
@@ -129,8 +122,7 @@ class WatchCache:
             return
         owner = (namespace, str(instance))
         with self._lock:
-            if owner in self._listing:
-                self._listing[owner] = True
+            self._touch((POD, *owner))
             pods = self._pods.get(owner)
             if pods is None:
                 return
@@ -145,11 +137,23 @@ class WatchCache:
         a, b = _version(new), _version(old)
         return a is None or b is None or a >= b
 
+    def _touch(self, key: Key) -> None:
+        if key in self._in_flight:
+            self._in_flight[key] = True
+
+    def _put(self, key: Key, body: Obj | None, owner: Owner | None) -> None:
+        if body is None and owner is None:
+            self._objects.pop(key, None)  # an owner-less tombstone: nothing would ever drop it
+            return
+        self._objects[key] = _Entry(slim(body) if body is not None else None, owner)
+        if owner is not None:
+            self._owned.setdefault(owner, set()).add(key)
+
     def forget(self, namespace: str, name: str) -> None:
         """The ModelDeployment is gone: drop it and everything recorded for it."""
         owner = (namespace, name)
         with self._lock:
-            self._stamp += 1
+            self._touch((KIND, namespace, name))
             self._objects.pop((KIND, namespace, name), None)
             for key in self._owned.pop(owner, set()):
                 entry = self._objects.get(key)
@@ -165,6 +169,19 @@ class WatchCache:
         return (False, None) if entry is None else (True, entry.body)
 
     def stored(
+        self, kind: str, namespace: str, name: str, body: Obj | None, *, owner: Owner | None
+    ) -> None:
+        """Records a write's response (None: deleted): the newest there is. ``owner``: the
+        object it is recorded for (None for a ModelDeployment itself)."""
+        with self._lock:
+            self._store((kind, namespace, name), body, owner)
+
+    def reading(self, kind: str, namespace: str, name: str) -> None:
+        """A real GET of this key starts now; ``read`` takes its answer."""
+        with self._lock:
+            self._in_flight[(kind, namespace, name)] = False
+
+    def read(
         self,
         kind: str,
         namespace: str,
@@ -172,29 +189,26 @@ class WatchCache:
         body: Obj | None,
         *,
         owner: Owner | None,
-        since: int | None = None,
+        failed: bool = False,
     ) -> None:
-        """Records a read (``since``: the stamp taken before it; skipped if an event touched the
-        key meanwhile) or a write's response (``since`` None: it is the newest there is)."""
-        if kind in NEVER_KEPT:
-            return
+        """The GET's answer (None: a 404; failed: no answer), recorded as ``stored`` does unless
+        an event touched the key while it was in flight."""
         key = (kind, namespace, name)
         with self._lock:
-            if owner is not None and (KIND, *owner) not in self._objects:
-                return  # a run that outlived its object: nothing would ever drop the entry
-            old = self._objects.get(key)
-            if since is not None and old is not None and old.stamp > since:
-                return
-            stale = old is not None and old.body is not None and not self._newer(body, old.body)
-            if body is not None and stale:
-                return
-            self._stamp += 1
-            keep_owner = owner or (old.owner if old else None)
-            self._objects[key] = _Entry(
-                slim(body) if body is not None else None, self._stamp, keep_owner
-            )
-            if keep_owner is not None:
-                self._owned.setdefault(keep_owner, set()).add(key)
+            raced = self._in_flight.pop(key, True)
+            if not (failed or raced):
+                self._store(key, body, owner)
+
+    def _store(self, key: Key, body: Obj | None, owner: Owner | None) -> None:
+        if key[0] in NEVER_KEPT:
+            return
+        if owner is not None and (KIND, *owner) not in self._objects:
+            return  # a run that outlived its object: nothing would ever drop the entry
+        old = self._objects.get(key)
+        stale = old is not None and old.body is not None and not self._newer(body, old.body)
+        if body is not None and stale:
+            return
+        self._put(key, body, owner or (old.owner if old else None))
 
     def pods(self, namespace: str, selector: str) -> list[Obj] | None:
         """The pods matching ``selector`` (which names one object's instance label), or None
@@ -219,14 +233,14 @@ class WatchCache:
         """A real pod LIST for the object ``selector`` names starts now."""
         owner = (namespace, _selector(selector).get(LABEL_INSTANCE, ""))
         with self._lock:
-            self._listing[owner] = False
+            self._in_flight[(POD, *owner)] = False
 
     def listed(self, namespace: str, selector: str, items: list[Obj] | None) -> None:
         """Its result (None: it failed): trusted from now on, unless a pod event came in while
         it was in flight (then the next run lists again) or the object is gone meanwhile."""
         owner = (namespace, _selector(selector).get(LABEL_INSTANCE, ""))
         with self._lock:
-            raced = self._listing.pop(owner, True)
+            raced = self._in_flight.pop((POD, *owner), True)
             if items is None or raced or not owner[1] or (KIND, *owner) not in self._objects:
                 return
             self._pods[owner] = {str(p["metadata"]["name"]): slim(p) for p in items}
@@ -246,10 +260,16 @@ class CachedCluster:
             known, body = self.cache.lookup(kind, namespace, name)
             if known:
                 return body
-        since = self.cache.stamp()
         self.reads += 1
-        body = self.inner.get(kind, namespace, name)
-        self.cache.stored(kind, namespace, name, body, owner=self.owner, since=since)
+        # The ModelDeployment's own entry is nobody's child: forget() drops it.
+        owner = None if (kind, namespace, name) == (KIND, *self.owner) else self.owner
+        self.cache.reading(kind, namespace, name)
+        body, failed = None, True
+        try:
+            body = self.inner.get(kind, namespace, name)
+            failed = False
+        finally:
+            self.cache.read(kind, namespace, name, body, owner=owner, failed=failed)
         return body
 
     def apply(self, manifest: Obj) -> Obj:

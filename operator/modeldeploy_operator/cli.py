@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from modeldeploy_operator.api import KIND
 from modeldeploy_operator.errors import ApiError
 from modeldeploy_operator.rollout import COMMAND_ANNOTATIONS
 
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = args.namespace or creds.namespace
     try:
         kube = Kube(creds)
-        body = kube.get_model_deployment(ns, args.name)
+        body = kube.get(KIND, ns, args.name)
         if body is None:
             print(f"error: modeldeployment {ns}/{args.name} not found", file=sys.stderr)
             return 1
@@ -108,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"modeldeployment {ns}/{args.name}: {key}={token}")
         deadline = time.monotonic() + args.wait
         while time.monotonic() < deadline:
-            body = kube.get_model_deployment(ns, args.name) or {}
+            body = kube.get(KIND, ns, args.name) or {}
             handled = ((body.get("status") or {}).get("rollout") or {}).get("commands") or {}
             if handled.get(args.command) == token:
                 print(describe(body))

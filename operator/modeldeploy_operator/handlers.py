@@ -276,16 +276,12 @@ class Runtime:
     def _read_and_reconcile(self, namespace: str, name: str, thorough: bool) -> Outcome | None:
         # Not the handler's body: it may be older than our own last status write. The cache
         # keeps the newest of the watch's and our writes' (a thorough run reads it for real).
-        body = None if thorough else self.cache.lookup(KIND, namespace, name)[1]
-        if body is None:
-            since = self.cache.stamp()
-            body = self.kube.get_model_deployment(namespace, name)
-            if body is not None:
-                self.cache.stored(KIND, namespace, name, body, owner=None, since=since)
+        cluster = CachedCluster(self.kube, self.cache, (namespace, name), thorough)
+        body = cluster.get(KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
         return reconcile(
-            CachedCluster(self.kube, self.cache, (namespace, name), thorough),
+            cluster,
             body,
             self.settings,
             thorough=thorough,
@@ -429,7 +425,7 @@ class Runtime:
     async def sweep(self, namespace: str, name: str, child: dict[str, Any]) -> bool:
         """Deletes a cluster-scoped child whose ModelDeployment no longer wants it; True if so."""
         try:
-            owner = await self._in_worker(self.kube.get_model_deployment, namespace, name)
+            owner = await self._in_worker(self.kube.get, KIND, namespace, name)
             why = orphan_reason(child, owner)
             if why is None:
                 return False

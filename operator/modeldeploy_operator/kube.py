@@ -256,7 +256,3 @@ class Kube:
             body={"metadata": {"annotations": annotations}},
             content_type=MERGE,
         )
-
-    # -- used by the child watches
-    def get_model_deployment(self, namespace: str, name: str) -> Obj | None:
-        return self.get(KIND, namespace, name)

@@ -104,7 +104,8 @@ class SweepKube:
         self.owner = owner
         self.deleted: list[tuple[str, str, str | None]] = []
 
-    def get_model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        assert kind == "ModelDeployment"
         return self.owner
 
     def delete(self, kind: str, namespace: str, name: str, uid: str | None) -> None:

@@ -90,12 +90,34 @@ def test_an_older_watch_event_does_not_replace_our_newer_write() -> None:
 
 def test_a_read_in_flight_does_not_overwrite_what_a_watch_said_meanwhile() -> None:
     cache = known_cache()
-    since = cache.stamp()
+    cache.reading("Service", "ns", "iris")
     cache.seen("Service", obj("Service", "iris", "7"), deleted=False)  # arrives during the GET
-    cache.stored("Service", "ns", "iris", None, owner=("ns", "iris"), since=since)  # stale 404
+    cache.read("Service", "ns", "iris", None, owner=("ns", "iris"))  # a stale 404
     known, body = cache.lookup("Service", "ns", "iris")
     assert known
     assert body is not None
+    cache.reading("Service", "ns", "iris-canary")
+    cache.read("Service", "ns", "iris-canary", None, owner=("ns", "iris"), failed=True)
+    assert cache.lookup("Service", "ns", "iris-canary") == (False, None)  # no answer, no entry
+
+
+def test_the_object_itself_is_read_through_the_cache_and_never_left_behind() -> None:
+    fake, cache = FakeCluster(), WatchCache()
+    fake.objects[("ModelDeployment", "ns", "iris")] = obj("ModelDeployment", "iris", "4")
+    cluster = CachedCluster(fake, cache, ("ns", "iris"), thorough=False)
+    assert cluster.get("ModelDeployment", "ns", "iris") is not None  # not seen yet: a GET
+    assert cluster.get("ModelDeployment", "ns", "iris") is not None
+    assert fake.calls == ["get ModelDeployment/iris"]
+    del fake.objects[("ModelDeployment", "ns", "iris")]
+    thorough = CachedCluster(fake, cache, ("ns", "iris"), thorough=True)
+    assert thorough.get("ModelDeployment", "ns", "iris") is None  # a 404: nothing kept for it
+    assert len(cache) == 0
+    # A GET that a deletion overtook keeps nothing either.
+    cache.seen("ModelDeployment", obj("ModelDeployment", "iris", "5"), deleted=False)
+    cache.reading("ModelDeployment", "ns", "iris")
+    cache.forget("ns", "iris")
+    cache.read("ModelDeployment", "ns", "iris", obj("ModelDeployment", "iris", "5"), owner=None)
+    assert len(cache) == 0
 
 
 def test_a_delete_event_of_an_older_incarnation_keeps_the_new_one() -> None:

@@ -98,7 +98,8 @@ class CountingKube:
     def __init__(self) -> None:
         self.gets = 0
 
-    def get_model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        assert kind == "ModelDeployment"
         self.gets += 1
         return None  # deleted: nothing to reconcile
 
@@ -188,13 +189,14 @@ def test_no_handler_makes_kopf_add_a_finalizer() -> None:
 
 
 class RunCountingKube(CountingKube):
-    """get_model_deployment answers: a known object whose reconcile fails at once (no cluster)."""
+    """Records which ModelDeployments were read; each is gone by then, so nothing runs."""
 
     def __init__(self) -> None:
         super().__init__()
         self.asked: list[tuple[str, str]] = []
 
-    def get_model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        assert kind == "ModelDeployment"
         self.asked.append((namespace, name))
         return None
 

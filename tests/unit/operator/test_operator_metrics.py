@@ -224,7 +224,9 @@ class MetricsCluster(FakeCluster):
         self.body = body
         self.get_error: ApiError | None = None
 
-    def get_model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        if kind != "ModelDeployment":
+            return super().get(kind, namespace, name)
         if self.get_error is not None:
             raise self.get_error
         return copy.deepcopy(self.body)
