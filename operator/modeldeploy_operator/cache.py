@@ -229,6 +229,11 @@ class WatchCache:
             )
         ]
 
+    def kept_pods(self) -> dict[Owner, list[Obj]]:
+        """Every object's pods, for those whose pods were listed once."""
+        with self._lock:
+            return {owner: list(pods.values()) for owner, pods in self._pods.items()}
+
     def listing(self, namespace: str, selector: str) -> None:
         """A real pod LIST for the object ``selector`` names starts now."""
         owner = (namespace, _selector(selector).get(LABEL_INSTANCE, ""))

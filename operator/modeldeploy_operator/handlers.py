@@ -39,7 +39,6 @@ from modeldeploy_operator.api import (
     LABEL_MANAGED_BY,
     LABEL_OWNER_NAME,
     LABEL_OWNER_NAMESPACE,
-    LABEL_TRACK,
     MANAGED_BY,
     PLURAL,
     VERSION,
@@ -57,7 +56,7 @@ from modeldeploy_operator.registry_client import MlflowRegistry
 from modeldeploy_operator.rollout import COMMAND_ANNOTATIONS
 from modeldeploy_operator.scrape import scrape_pods
 from modeldeploy_operator.settings import OperatorSettings
-from modeldeploy_operator.tracks import ALL_TRACKS
+from modeldeploy_operator.tracks import pod_target
 
 log = logging.getLogger(__name__)
 
@@ -69,29 +68,6 @@ T = TypeVar("T")
 # A drift check has many pods to read and no hurry: a pod that does not answer within this is
 # reported as unreadable rather than holding up the others.
 DRIFT_SCRAPE_TIMEOUT = 2.0
-
-
-@dataclass(frozen=True)
-class PodTarget:
-    """A ready serving pod, as the pod watch last saw it: where its /metrics is."""
-
-    track: str
-    ip: str
-
-
-def pod_target(body: Any) -> PodTarget | None:
-    """The pod's track and IP when it is a ready, running serving pod; None otherwise."""
-    meta = body.get("metadata") or {}
-    status = body.get("status") or {}
-    track = (meta.get("labels") or {}).get(LABEL_TRACK)
-    ip = status.get("podIP")
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions") or []
-    )
-    if track not in ALL_TRACKS or not ip or not ready or meta.get("deletionTimestamp"):
-        return None
-    return PodTarget(str(track), str(ip))
 
 
 @dataclass
@@ -148,10 +124,7 @@ class Runtime:
     # When each models:/ reference is to be asked next (registry.resolve); goes with the object.
     registry: MlflowRegistry = field(default_factory=MlflowRegistry)
     registry_due: dict[CheckKey, Due] = field(default_factory=dict)
-    # The ready serving pods of each object, kept from the pod watch (the drift check reads
-    # their /metrics without listing them), and each object's last drift report; both go when
-    # the object does, a pod's entry when it stops being ready.
-    pods: dict[Key, dict[str, PodTarget]] = field(default_factory=dict)
+    # Each object's last drift report (its pods come from the cache); goes when the object does.
     drift: dict[Key, DriftReport] = field(default_factory=dict)
     metrics_port: int = HTTP_PORT  # the serving pods' /metrics port (another one in tests)
     kicks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -308,7 +281,6 @@ class Runtime:
             self.known.discard(key)
             self.cache.forget(*key)
             self.baselines.pop(key, None)
-            self.pods.pop(key, None)
             self.drift.pop(key, None)
             for due in [k for k in self.registry_due if k[:2] == key]:
                 del self.registry_due[due]
@@ -319,27 +291,19 @@ class Runtime:
         else:
             self.known.add(key)
 
-    def pod_seen(self, event_type: str | None, namespace: str, owner: str, body: Any) -> None:
-        """Keeps ``pods`` to the ready serving pods of each object."""
-        key = (namespace, owner)
-        name = str((body.get("metadata") or {}).get("name"))
-        target = None if event_type == "DELETED" else pod_target(body)
-        if target is not None:
-            self.pods.setdefault(key, {})[name] = target
-            return
-        pods = self.pods.get(key)
-        if pods is not None:
-            pods.pop(name, None)
-            if not pods:
-                del self.pods[key]
-
     async def check_drift_once(self) -> int:
         """Reads every ready serving pod's drift gauges (all objects' pods in one pass of the
         scrape pool) and reconciles each object whose report changed, so its status shows it.
         A round that could read no pod of an object changes nothing for it: its status keeps
         the last report (a pod unreachable from the operator is not a statement about its
         inputs; the log says why). Returns how many objects got a new report."""
-        wanted = {k: dict(p) for k, p in self.pods.items() if k in self.known}
+        # The ready serving pods the watch cache keeps (every object listed its pods once).
+        wanted = {
+            key: ready
+            for key, pods in self.cache.kept_pods().items()
+            if key in self.known
+            and (ready := {p["metadata"]["name"]: t for p in pods if (t := pod_target(p))})
+        }
         # Pod names are unique per namespace only: one scrape pass covers every namespace.
         targets = {f"{k[0]}/{pod}": t.ip for k, pods in wanted.items() for pod, t in pods.items()}
         if not targets:
@@ -604,8 +568,6 @@ def make_registry(rt: Runtime) -> kopf.OperatorRegistry:
     ) -> None:
         rt.cache.seen("Pod", body, deleted=type == "DELETED")
         owner = (body.get("metadata", {}).get("labels") or {}).get(LABEL_INSTANCE)
-        if owner and namespace:
-            rt.pod_seen(type, namespace, owner, body)
         if owner and namespace and type is not None:
             await _kick(rt, namespace, owner)
 

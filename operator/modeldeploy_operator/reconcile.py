@@ -33,6 +33,7 @@ from modeldeploy_operator.tracks import (
     TrackPlan,
     deployment_name,
     plan_tracks,
+    pod_target,
 )
 
 Obj = dict[str, Any]
@@ -152,16 +153,9 @@ def _analyse(
     tracks: dict[str, str] = {}
     targets: dict[str, str] = {}
     for pod in pods:
-        meta = pod.get("metadata") or {}
-        track = (meta.get("labels") or {}).get(LABEL_TRACK)
-        ip = (pod.get("status") or {}).get("podIP")
-        ready = any(
-            cond.get("type") == "Ready" and cond.get("status") == "True"
-            for cond in (pod.get("status") or {}).get("conditions") or []
-        )
-        if track in (STABLE, CANARY) and ip and ready and not meta.get("deletionTimestamp"):
-            tracks[meta["name"]] = track
-            targets[meta["name"]] = ip
+        if (target := pod_target(pod)) is not None:
+            tracks[pod["metadata"]["name"]] = target.track
+            targets[pod["metadata"]["name"]] = target.ip
     scraped = scrape(targets)
     key = (md.namespace, md.name)
     before = baselines.get(key)

@@ -13,10 +13,11 @@ values, so builders and status read one thing whichever way the canary came to b
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
-from modeldeploy_operator.api import ModelDeployment
+from modeldeploy_operator.api import LABEL_TRACK, ModelDeployment
 from modeldeploy_operator.rollout import PROMOTING, Decision
 from modeldeploy_operator.split import Split, cannot_honour, split_replicas
 
@@ -29,6 +30,30 @@ ALL_TRACKS: Final = (STABLE, CANARY)
 MAX_CHILD_NAME = 63
 LONGEST_SUFFIX = max(len(f"-{t}") for t in ALL_TRACKS)
 MAX_NAME = MAX_CHILD_NAME - LONGEST_SUFFIX
+
+
+@dataclass(frozen=True)
+class PodTarget:
+    """A ready serving pod: its track and the IP its /metrics answers on."""
+
+    track: str
+    ip: str
+
+
+def pod_target(pod: Mapping[str, Any]) -> PodTarget | None:
+    """The pod's track and IP when it is a ready, running serving pod; None otherwise (the
+    analysis and the drift check read exactly these pods)."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    track = (meta.get("labels") or {}).get(LABEL_TRACK)
+    ip = status.get("podIP")
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    if track not in ALL_TRACKS or not ip or not ready or meta.get("deletionTimestamp"):
+        return None
+    return PodTarget(str(track), str(ip))
 
 
 def deployment_name(md_name: str, track: str) -> str:

@@ -1,8 +1,8 @@
 """The operator's drift check reads a real server's drift gauges into a DataDrift report.
 
 A real server process serves an iris model with its reference profile beside it; the operator's
-own drift round (handlers.Runtime.check_drift_once: one scrape of every ready pod it knows from
-the pod watch, then drift.summarize) reads its /metrics over real HTTP. Training-like traffic
+own drift round (handlers.Runtime.check_drift_once: one scrape of every ready pod its watch
+cache keeps, then drift.summarize) reads its /metrics over real HTTP. Training-like traffic
 gives NoDrift, traffic with petals three times as long as any in training gives FeatureDrift
 naming a petal feature, and each changed report kicks a reconcile so the status shows it; an
 unchanged one does not. Not enough rows yet is DriftNotMeasured, and a model without a profile
@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 from modeldeploy_operator import conditions as c
-from modeldeploy_operator.handlers import PodTarget, Runtime
+from modeldeploy_operator.api import LABEL_INSTANCE, LABEL_TRACK
+from modeldeploy_operator.builders import pod_selector
+from modeldeploy_operator.handlers import Runtime
 from modeldeploy_operator.settings import OperatorSettings
 from server_stores import IRIS_FEATURES, iris_store_with_profile, predict
 
@@ -28,12 +30,29 @@ KEY = ("default", "iris")
 
 
 def runtime_for(url: str) -> Runtime:
-    """The operator's per-process state as the pod watch leaves it: one ready stable pod at
-    the server's address. Its kube is never called: the kicked reconciles are only counted."""
+    """The operator's per-process state as the watches and a first reconcile leave it: the
+    object, and its pods listed once (one ready stable pod at the server's address, one not
+    ready yet, which is not read). Its kube is never called: the kicked reconciles are only
+    counted."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     rt = Runtime(settings=OperatorSettings(), kube=None, metrics_port=int(port))  # type: ignore[arg-type]
-    rt.known.add(KEY)
-    rt.pods[KEY] = {"iris-stable-0": PodTarget(track="stable", ip=host)}
+    namespace, name = KEY
+    rt.seen("ADDED", KEY)
+    rt.cache.seen("ModelDeployment", {"metadata": {"namespace": namespace, "name": name}}, False)
+
+    def pod(pod_name: str, ready: str, ip: str) -> dict[str, Any]:
+        return {
+            "metadata": {
+                "name": pod_name,
+                "namespace": namespace,
+                "labels": {LABEL_INSTANCE: name, LABEL_TRACK: "stable"},
+            },
+            "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": ready}]},
+        }
+
+    rt.cache.listing(namespace, pod_selector(name))
+    pods = [pod("iris-stable-0", "True", host), pod("iris-stable-1", "False", "192.0.2.1")]
+    rt.cache.listed(namespace, pod_selector(name), pods)
     return rt
 
 

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from conftest import make_md
 from hypothesis import given
 from hypothesis import strategies as st
 from modeldeploy_operator import builders
+from modeldeploy_operator.api import LABEL_TRACK
 from modeldeploy_operator.settings import OperatorSettings
 from modeldeploy_operator.tracks import (
     ALL_TRACKS,
     CANARY,
     MAX_NAME,
     STABLE,
+    PodTarget,
     plan_tracks,
+    pod_target,
 )
 
+Obj = dict[str, Any]
 SHA = "b" * 64
 
 
@@ -87,3 +93,21 @@ def test_children_are_named_from_the_plan(with_canary: bool) -> None:
         assert ("Deployment", t.deployment) in names
         assert ("Service", t.service) in names
     assert names <= set(builders.possible_children(md.name, md.namespace))
+
+
+def test_only_ready_running_serving_pods_are_targets() -> None:
+    def pod(track: str | None = "canary", ip: str | None = "10.0.0.7", **meta: Any) -> Obj:
+        labels = {LABEL_TRACK: track} if track else {}
+        return {
+            "metadata": {"name": "p", "labels": labels, **meta},
+            "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]},
+        }
+
+    assert pod_target(pod()) == PodTarget(track="canary", ip="10.0.0.7")
+    not_ready = pod()
+    not_ready["status"]["conditions"][0]["status"] = "False"
+    assert pod_target(not_ready) is None
+    assert pod_target(pod(ip=None)) is None  # not started: nowhere to scrape
+    assert pod_target(pod(track=None)) is None
+    assert pod_target(pod(track="shadow")) is None  # not a track this operator runs
+    assert pod_target(pod(deletionTimestamp="2026-12-04T00:00:00Z")) is None  # draining
