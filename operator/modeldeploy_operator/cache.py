@@ -28,10 +28,12 @@ The rules that keep it honest:
   child (HorizontalPodAutoscaler, PodDisruptionBudget, ServiceAccount, ClusterRoleBinding,
   whose entries come from our own writes) is found within a resync interval, as before.
 * **Memory goes with the object.** Bodies are kept without ``metadata.managedFields`` (often
-  half an object, and never read); every entry recorded for a ModelDeployment goes when it is
-  deleted, and nothing is recorded for one that is gone (a run that outlived it, the pod
-  events of its garbage collection); watched objects go with their DELETED events. Secrets
-  are never kept.
+  half an object, and never read), pods as their metadata and status only (a reconcile never
+  reads a pod's spec, most of its size; a LIST the cache did not answer returns the same slim
+  pods, so a run sees the same whichever way it read them). Every entry recorded for a
+  ModelDeployment goes when it is deleted, and nothing is recorded for one that is gone (a
+  run that outlived it, the pod events of its garbage collection); watched objects go with
+  their DELETED events. Secrets are never kept.
 """
 
 from __future__ import annotations
@@ -62,13 +64,21 @@ def _version(body: Obj | None) -> int | None:
     return int(rv) if isinstance(rv, str) and rv.isdigit() else None
 
 
+def _meta(body: Any) -> Obj:
+    return {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+
+
 def slim(body: Any) -> Obj:
     """A plain dict of ``body`` without managedFields (shared nested values, not a deep copy)."""
     out: Obj = dict(body)
-    meta = out.get("metadata")
-    if meta is not None:
-        out["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    if out.get("metadata") is not None:
+        out["metadata"] = _meta(body)
     return out
+
+
+def slim_pod(body: Any) -> Obj:
+    """A pod as reconciles read it: its metadata (without managedFields) and status."""
+    return {"metadata": _meta(body), "status": body.get("status") or {}}
 
 
 def _selector(selector: str) -> dict[str, str]:
@@ -130,7 +140,7 @@ class WatchCache:
             if deleted:
                 pods.pop(name, None)
             elif old is None or self._newer(body, old):
-                pods[name] = slim(body)
+                pods[name] = slim_pod(body)
 
     @staticmethod
     def _newer(new: Any, old: Obj) -> bool:
@@ -241,14 +251,15 @@ class WatchCache:
             self._in_flight[(POD, *owner)] = False
 
     def listed(self, namespace: str, selector: str, items: list[Obj] | None) -> None:
-        """Its result (None: it failed): trusted from now on, unless a pod event came in while
-        it was in flight (then the next run lists again) or the object is gone meanwhile."""
+        """Its result (None: it failed; pods as ``slim_pod`` made them): trusted from now on,
+        unless a pod event came in while it was in flight (then the next run lists again) or the
+        object is gone meanwhile."""
         owner = (namespace, _selector(selector).get(LABEL_INSTANCE, ""))
         with self._lock:
             raced = self._in_flight.pop((POD, *owner), True)
             if items is None or raced or not owner[1] or (KIND, *owner) not in self._objects:
                 return
-            self._pods[owner] = {str(p["metadata"]["name"]): slim(p) for p in items}
+            self._pods[owner] = {str(p["metadata"]["name"]): p for p in items}
 
 
 class CachedCluster:
@@ -298,7 +309,7 @@ class CachedCluster:
         self.cache.listing(namespace, selector)
         items: list[Obj] | None = None
         try:
-            items = self.inner.list_pods(namespace, selector)
+            items = [slim_pod(p) for p in self.inner.list_pods(namespace, selector)]
         finally:
             self.cache.listed(namespace, selector, items)
         return items

@@ -230,3 +230,24 @@ def test_everything_recorded_for_an_object_goes_with_it() -> None:
     cache.forget("ns", "iris")
     assert len(cache) == 2  # only the other object and its entry
     assert cache.pods("ns", SELECTOR) is None
+
+
+def test_pods_are_kept_and_returned_as_metadata_and_status_whichever_way_they_were_read() -> None:
+    fake, cache = FakeCluster(), known_cache()
+    full = pod("p", "1")
+    full["spec"] = {"containers": [{"name": "server", "image": "s:1"}]}
+    full["status"] = {"podIP": "10.0.0.1"}
+    fake.pods = [full]
+    cluster = CachedCluster(fake, cache, ("ns", "iris"), thorough=False)
+    listed = cluster.list_pods("ns", SELECTOR)  # a miss: the API server's answer, slimmed
+    cached = cluster.list_pods("ns", SELECTOR)  # served from memory
+    assert fake.calls == [f"list pods {SELECTOR}"]
+    assert listed == cached
+    assert set(listed[0]) == {"metadata", "status"}
+    assert "managedFields" not in listed[0]["metadata"]
+    assert listed[0]["status"] == {"podIP": "10.0.0.1"}
+    watched = {**pod("p", "2"), "spec": {"nodeName": "n"}, "status": {"podIP": "10.0.0.2"}}
+    cache.seen("Pod", watched, deleted=False)  # the watch's copy is kept the same way
+    assert cluster.list_pods("ns", SELECTOR) == [
+        {"metadata": {**listed[0]["metadata"], "resourceVersion": "2"}, "status": watched["status"]}
+    ]
