@@ -8,7 +8,6 @@ data) and the REST layer's verbs and errors as the API server really answers the
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from modeldeploy_operator import cli, kubeauth
@@ -17,14 +16,6 @@ from modeldeploy_operator.kube import Kube
 from operator_harness import Cluster
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def scratch(cluster: Cluster) -> Iterator[str]:
-    ns = f"kube-client-{uuid.uuid4().hex[:6]}"
-    cluster.kubectl("create", "namespace", ns)
-    yield ns
-    cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def service(ns: str, port: int = 80, label: str = "ours") -> dict[str, object]:
@@ -37,54 +28,54 @@ def service(ns: str, port: int = 80, label: str = "ours") -> dict[str, object]:
 
 
 def test_apply_get_take_back_and_delete_with_client_certificate(
-    cluster: Cluster, scratch: str
+    cluster: Cluster, namespace: str
 ) -> None:
     creds = kubeauth.load(str(cluster.kubeconfig))
     assert creds.cert_pem or creds.cert_file or creds.bearer()  # some way of saying who we are
     kube = Kube(creds)
 
-    applied = kube.apply(service(scratch))
+    applied = kube.apply(service(namespace))
     managers = {m["manager"] for m in applied["metadata"]["managedFields"]}
     assert "modeldeploy-operator" in managers
-    assert kube.get("Service", scratch, "s")["spec"]["ports"][0]["port"] == 80  # type: ignore[index]
+    assert kube.get("Service", namespace, "s")["spec"]["ports"][0]["port"] == 80  # type: ignore[index]
 
     # Someone changes an owned field by hand: a forced apply takes it back.
-    cluster.kubectl("label", "service", "s", "-n", scratch, "owner=theirs", "--overwrite")
-    taken = kube.apply(service(scratch))
+    cluster.kubectl("label", "service", "s", "-n", namespace, "owner=theirs", "--overwrite")
+    taken = kube.apply(service(namespace))
     assert taken["metadata"]["labels"]["owner"] == "ours"
 
     # The API server's validation comes back as an ApiError naming the field.
     with pytest.raises(ApiError) as err:
-        kube.apply(service(scratch, port=0))
+        kube.apply(service(namespace, port=0))
     assert err.value.status == 422
     assert "spec.ports[0].port" in str(err.value)
 
     # Delete only the object we decided to delete: a stale uid leaves it alone.
     with pytest.raises(ApiError) as err:
-        kube.delete("Service", scratch, "s", "00000000-0000-0000-0000-000000000000")
+        kube.delete("Service", namespace, "s", "00000000-0000-0000-0000-000000000000")
     assert err.value.status == 409
-    assert kube.get("Service", scratch, "s") is not None
-    kube.delete("Service", scratch, "s", applied["metadata"]["uid"])
-    kube.delete("Service", scratch, "s", None)  # already gone: not an error
-    assert kube.list_pods(scratch, "app=none") == []
+    assert kube.get("Service", namespace, "s") is not None
+    kube.delete("Service", namespace, "s", applied["metadata"]["uid"])
+    kube.delete("Service", namespace, "s", None)  # already gone: not an error
+    assert kube.list_pods(namespace, "app=none") == []
 
 
-def test_events_are_posted_on_the_object(cluster: Cluster, scratch: str) -> None:
+def test_events_are_posted_on_the_object(cluster: Cluster, namespace: str) -> None:
     kube = Kube(kubeauth.load(str(cluster.kubeconfig)))
-    md = {"metadata": {"name": "m", "namespace": scratch, "uid": str(uuid.uuid4())}}
+    md = {"metadata": {"name": "m", "namespace": namespace, "uid": str(uuid.uuid4())}}
     kube.event(md, "Normal", "KubeClientTest", "posted by test_cluster_kube_client")
     out = cluster.kubectl(
-        "get", "events", "-n", scratch, "--field-selector", "reason=KubeClientTest", "-o", "name"
+        "get", "events", "-n", namespace, "--field-selector", "reason=KubeClientTest", "-o", "name"
     ).stdout
     assert out.strip(), "the Event was not posted"
 
 
 def test_kubectl_plugin_answers_not_found_with_the_admin_kubeconfig(
-    cluster: Cluster, scratch: str, capsys: pytest.CaptureFixture[str]
+    cluster: Cluster, namespace: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc = cli.main(["status", "absent", "-n", scratch, "--kubeconfig", str(cluster.kubeconfig)])
+    rc = cli.main(["status", "absent", "-n", namespace, "--kubeconfig", str(cluster.kubeconfig)])
     assert rc == 1
-    assert f"modeldeployment {scratch}/absent not found" in capsys.readouterr().err
+    assert f"modeldeployment {namespace}/absent not found" in capsys.readouterr().err
 
 
 def test_a_token_the_api_server_refuses_is_an_unauthorized_api_error(cluster: Cluster) -> None:
