@@ -118,12 +118,19 @@ def _ready_tracks(observed: dict[plan.Key, Obj | None], tracks: TrackPlan) -> fr
 def children_to_read(
     possible: list[plan.Key], wanted: set[plan.Key], live_status: Obj, thorough: bool
 ) -> list[plan.Key]:
-    """Every possible child when ``thorough`` or when status has no record of what exists (a
-    first run, or a CRD too old to keep the field); otherwise the ones the spec wants plus the
-    ones that existed after the last reconcile: only those can need a write or a delete. A
-    child created by a run that died before its status write, and then dropped from the spec,
-    is found by the next thorough run (the resync loop's)."""
+    """The ones the spec wants plus the ones status recorded as existing after the last
+    reconcile: only those can need a write or a delete. Every possible child when ``thorough``,
+    or when status was written without that record (a CRD too old to keep the field, an
+    invalid spec's status).
+
+    A status no reconcile has written yet (no observedGeneration) records nothing, because
+    nothing was created: the write that first sets observedGeneration records the children
+    the same run created. A child created by a run that died before that write, and then
+    dropped from the spec, is found by the next thorough run (the resync loop's), like one
+    created by a run that died before any later status write."""
     recorded = live_status.get("children")
+    if recorded is None and not live_status.get("observedGeneration"):
+        recorded = []
     if thorough or not isinstance(recorded, list):
         return possible
     existed = {tuple(str(c).split("/", 1)) for c in recorded}

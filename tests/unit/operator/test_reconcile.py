@@ -295,6 +295,18 @@ def test_status_records_the_children_and_later_runs_read_only_those_and_the_want
     assert "Deployment/iris-canary" not in body["status"]["children"]
 
 
+def test_a_new_objects_event_driven_run_reads_only_the_children_it_wants(
+    cluster: FakeCluster, settings: OperatorSettings
+) -> None:
+    """No status yet: nothing was created, so the seven children this spec does not want
+    (canary, HPA, route, ServiceAccount, binding) are not asked for, 500 times over."""
+    body = md_body(replicas=1)
+    out = reconcile(cluster, body, settings, now="2026-11-23T11:00:00Z", thorough=False)
+    wanted = ["Deployment/iris-stable", "PodDisruptionBudget/iris-stable", "Service/iris"]
+    assert _reads(cluster) == sorted([*wanted, "Service/iris-stable"])
+    assert sorted(out.status["children"]) == sorted([*wanted, "Service/iris-stable"])
+
+
 def test_a_child_status_does_not_record_is_found_by_a_thorough_run(
     cluster: FakeCluster, settings: OperatorSettings
 ) -> None:
@@ -314,8 +326,12 @@ def test_a_child_status_does_not_record_is_found_by_a_thorough_run(
 def test_without_a_record_every_child_is_read() -> None:
     possible = [("Deployment", "a"), ("HTTPRoute", "a"), ("HorizontalPodAutoscaler", "a")]
     wanted = {("Deployment", "a")}
-    assert children_to_read(possible, wanted, {}, thorough=False) == possible
-    assert children_to_read(possible, wanted, {"children": None}, thorough=False) == possible
+    written = {"observedGeneration": 1}  # a status without the record (an older CRD)
+    assert children_to_read(possible, wanted, written, thorough=False) == possible
+    assert children_to_read(possible, wanted, {**written, "children": None}, False) == possible
+    # no reconcile has written status yet: it created nothing this run would not want
+    assert children_to_read(possible, wanted, {}, thorough=False) == possible[:1]
+    assert children_to_read(possible, wanted, {}, thorough=True) == possible
     recorded = {"children": ["HTTPRoute/a"]}
     assert children_to_read(possible, wanted, recorded, thorough=False) == possible[:2]
     assert children_to_read(possible, wanted, recorded, thorough=True) == possible
