@@ -248,6 +248,7 @@ def test_listing_events_of_children_start_no_run() -> None:
 
     async def deliver(event_type: str | None) -> None:
         await pods.fn(type=event_type, body=body, namespace="ns")
+        await asyncio.gather(*rt.kicks)
 
     asyncio.run(deliver(None))
     assert kube.asked == []
@@ -297,7 +298,11 @@ def test_model_deployment_events_start_runs_only_when_something_changed() -> Non
     )
 
     def deliver(event_type: str | None, body: dict[str, Any]) -> None:
-        asyncio.run(handler.fn(type=event_type, body=body, namespace="ns", name="iris"))
+        async def handle() -> None:
+            await handler.fn(type=event_type, body=body, namespace="ns", name="iris")
+            await asyncio.gather(*rt.kicks)  # the handler starts runs without waiting for them
+
+        asyncio.run(handle())
 
     deliver(None, _md(2, 2, rv="10"))  # the first listing after a start: resume
     assert len(runs) == 1
