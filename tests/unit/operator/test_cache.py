@@ -251,3 +251,23 @@ def test_pods_are_kept_and_returned_as_metadata_and_status_whichever_way_they_we
     assert cluster.list_pods("ns", SELECTOR) == [
         {"metadata": {**listed[0]["metadata"], "resourceVersion": "2"}, "status": watched["status"]}
     ]
+
+
+def test_every_reader_gets_its_own_copy() -> None:
+    """Bodies are kept as JSON text: a reconcile that edits what it read (or the watch's dict,
+    changed after the event) cannot change what the next run reads."""
+    cache = known_cache()
+    watched = obj("Deployment", "iris", "3", spec={"replicas": 1})
+    cache.seen("Deployment", watched, deleted=False)
+    watched["spec"]["replicas"] = 5  # kopf's dict, changed after the event was delivered
+    cluster = CachedCluster(FakeCluster(), cache, ("ns", "iris"), thorough=False)
+    first = cluster.get("Deployment", "ns", "iris")
+    assert first is not None
+    assert first["spec"] == {"replicas": 1}
+    first["spec"]["replicas"] = 7
+    assert cluster.get("Deployment", "ns", "iris") == {**first, "spec": {"replicas": 1}}
+    cache.listing("ns", SELECTOR)
+    cache.listed("ns", SELECTOR, [{"metadata": pod("p", "1")["metadata"], "status": {}}])
+    cluster.list_pods("ns", SELECTOR)[0]["status"]["podIP"] = "10.9.9.9"
+    assert cluster.list_pods("ns", SELECTOR)[0]["status"] == {}
+    assert cache.kept_pods()[("ns", "iris")][0]["status"] == {}
