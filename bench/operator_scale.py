@@ -174,7 +174,17 @@ def apply_crds(c: Cluster) -> None:
     crds = REPO / "crds"
     how = "-k" if (crds / "kustomization.yaml").exists() else "-f"
     c.kubectl_run("apply", "--server-side", "--force-conflicts", how, str(crds))
-    c.kubectl_run("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
+    for attempt in range(60):
+        try:
+            c.kubectl_run(
+                "wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s"
+            )
+            return
+        except RuntimeError as e:
+            # A CRD created a moment ago has no status.conditions, and kubectl fails at once.
+            if "accessor error" not in str(e) or attempt == 59:
+                raise
+            time.sleep(0.5)
 
 
 def write_operator_kubeconfig(c: Cluster, path: Path) -> Path:

@@ -29,6 +29,7 @@ from operator_harness import (
     REPO_ROOT,
     Cluster,
     OperatorProcess,
+    wait_established,
     wait_until,
 )
 
@@ -104,7 +105,7 @@ def _apply_crds(cluster: Cluster) -> None:
     if not any(crds.glob("*.yaml")):
         pytest.fail("crds/ holds no CRD yet: nothing to test the operator against")
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crds))
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    wait_established(cluster.kubectl, CRD_NAME)
 
 
 def _operator_kubeconfig_external(cluster: Cluster, path: Path) -> Path:

@@ -54,6 +54,7 @@ from operator_harness import (
     Obj,
     T,
     free_port,
+    wait_established,
     wait_until,
 )
 
@@ -149,9 +150,7 @@ def gateway_tools() -> GatewayTools:
 def install_gateway_api(kubectl: KubectlFn, crds: Path) -> None:
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crds))
     for plural in GATEWAY_CRDS:
-        kubectl(
-            "wait", "--for=condition=Established", f"crd/{plural}.{GATEWAY_GROUP}", "--timeout=60s"
-        )
+        wait_established(kubectl, f"{plural}.{GATEWAY_GROUP}")
 
 
 def uninstall_gateway_api(kubectl: KubectlFn, crds: Path) -> None:

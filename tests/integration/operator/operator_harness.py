@@ -54,6 +54,22 @@ class NotConvergedError(AssertionError):
     pass
 
 
+def wait_established(kubectl: Callable[..., object], crd: str, timeout: float = 60) -> None:
+    """``kubectl wait --for=condition=Established``, asked again while the CRD has no
+    status.conditions yet: for a CRD created a moment ago kubectl fails at once ("accessor
+    error: <nil> ... expected []interface{}") instead of waiting."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            kubectl("wait", "--for=condition=Established", f"crd/{crd}", f"--timeout={timeout:g}s")
+            return
+        except (subprocess.CalledProcessError, RuntimeError) as e:
+            said = f"{e} {getattr(e, 'stderr', '') or ''}"
+            if "accessor error" not in said or time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
+
+
 def wait_until(
     probe: Callable[[], T | bool | None],
     what: str,
